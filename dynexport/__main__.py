@@ -1,0 +1,5 @@
+"""`python -m dynexport` → the CLI."""
+
+from .cli import main
+
+main()

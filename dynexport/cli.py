@@ -1,0 +1,164 @@
+"""`dynexport` command line: argument parsing only; the work is done by export/, runtime/, evaluate.
+
+Conventions of optimum-cli: positional output dir, --weight-format, --quant-mode, --device.
+User mistakes (DynexportError) print one line on stderr and exit with status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DynexportError, RecipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Export transformers as segmented graphs and run them with dynamic execution.")
+console = Console()
+
+
+class WeightFormat(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+    int4 = "int4"
+
+
+class QuantMode(str, Enum):
+    none = "none"
+    int8 = "int8"
+
+
+class Backend(str, Enum):
+    openvino = "openvino"
+    onnxruntime = "onnxruntime"
+
+
+class PolicyName(str, Enum):
+    calibrated = "calibrated"
+    entropy = "entropy"
+    patience = "patience"
+    full = "full"
+
+
+def parse_exits(value: Optional[str]) -> Optional[list[int]]:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise RecipeError(f"--exits must be comma-separated layer numbers like 4,8, got {value!r}") from None
+
+
+@app.command()
+def bert(
+    output: Annotated[Optional[Path], typer.Argument(help="artifact dir [default: exported_models/bert-exits-<exits>]")] = None,
+    exits: Annotated[Optional[str], typer.Option(help="comma-separated 1-based exit layers, e.g. 4,8")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="recipe TOML [default: recipes/bert_early_exit.toml]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="embedded model id or a local BERT/MPNet checkpoint dir")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="embedded dataset id or a CSV/JSONL file")] = None,
+    weight_format: Annotated[Optional[WeightFormat], typer.Option(help="graph weight precision (NNCF for int8/int4)")] = None,
+    quant_mode: Annotated[Optional[QuantMode], typer.Option(help="int8: NNCF post-training quantization per segment")] = None,
+    max_train_examples: Annotated[Optional[int], typer.Option(help="subsample the train split (0 = all)")] = None,
+    scheme: Annotated[Optional[str], typer.Option(help="exit training scheme: joint | deebert")] = None,
+    formats: Annotated[str, typer.Option(help="backends to write graphs for")] = "openvino,onnxruntime",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
+):
+    """Export a BERT-family encoder as early-exit segment graphs (OpenVINO IR + ONNX)."""
+    from .export.bert_exits import export
+    from .recipe import load_recipe
+
+    r = load_recipe(recipe, {"exits.layers": parse_exits(exits), "model.id": model, "dataset.id": dataset,
+                             "quantization.weight_format": weight_format and weight_format.value,
+                             "quantization.quant_mode": quant_mode and quant_mode.value,
+                             "training.max_train_examples": max_train_examples, "training.scheme": scheme})
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmts if f not in ("openvino", "onnxruntime")]
+    if bad or not fmts:
+        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {formats!r}")
+    out = output or Path("exported_models") / f"bert-exits-{'-'.join(map(str, r.exits.layers))}"
+    m = export(r, out, overwrite=overwrite, formats=fmts)
+    c = m.policy.calibration
+    console.print(f"[green]wrote[/green] {out}: {len(m.graphs)} segments, exits {m.exits}, "
+                  f"threshold {m.policy.threshold:.4f} (val: full {c.accuracy_full:.2f}% → "
+                  f"{c.chosen.accuracy:.2f}%, expected speed-up {c.chosen.expected_speedup:.2f}x)")
+
+
+def _policy(name: PolicyName, threshold: Optional[float], patience: int):
+    from .runtime import EntropyPolicy, FullDepth, PatiencePolicy
+    if name == PolicyName.entropy:
+        if threshold is None:
+            raise RecipeError("--policy entropy needs --threshold")
+        return EntropyPolicy(threshold)
+    return {PolicyName.patience: PatiencePolicy(patience), PolicyName.full: FullDepth(),
+            PolicyName.calibrated: None}[name]
+
+
+@app.command()
+def classify(
+    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport bert`")],
+    texts: Annotated[list[str], typer.Argument(help="one or more texts")],
+    backend: Backend = Backend.openvino,
+    device: str = "CPU",
+    policy: PolicyName = PolicyName.calibrated,
+    threshold: Optional[float] = None,
+    patience: int = 2,
+):
+    """Classify texts with early exit; prints label, confidence and exit layer per text."""
+    from .runtime import load
+    pipe = load(artifact, backend.value, device)
+    res = pipe.run(list(texts), _policy(policy, threshold, patience))
+    for t, lab, p, layer in zip(texts, res.labels, res.probabilities, res.exit_layers):
+        console.print(f"{lab:>10s}  p={p.max():.3f}  exit@layer {layer:>2d}  {t[:80]}", markup=False)
+    console.print(f"[dim]{res.stats.total_s * 1e3:.1f} ms, segments entered: {res.stats.segment_samples}[/dim]")
+
+
+@app.command()
+def evaluate(
+    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport bert`")],
+    backend: Backend = Backend.openvino,
+    split: str = "test",
+    limit: Annotated[Optional[int], typer.Option(help="first N examples of the split")] = None,
+    batch_size: int = 1,
+    repeats: int = 3,
+):
+    """Accuracy and median wall time of full depth vs the calibrated early exit on the held-out split."""
+    from .evaluate import load_and_measure
+    from .runtime import FullDepth, load
+    pipe = load(artifact, backend.value)
+    policies = {"full depth": FullDepth(), "early exit": pipe.default_policy}
+    table_rows = load_and_measure(artifact, backend.value, policies, split, limit, batch_size, repeats, pipe)
+    m = pipe.manifest
+    table = Table(title=f"{artifact} · {m.source.model_id} · exits {m.exits} · {backend.value} · "
+                        f"{m.graphs[0].precision[backend.value]} · batch {batch_size} · {split} split")
+    for col in ("policy", "accuracy %", "wall s (median)", "speed-up", "mean exit layer", "exit share per segment"):
+        table.add_column(col)
+    for r in table_rows:
+        table.add_row(r.name, f"{r.accuracy:.2f}", f"{r.wall_s:.2f}", f"{r.speedup:.2f}x",
+                      f"{r.mean_exit_layer:.2f}", " / ".join(f"{f:.2f}" for f in r.exit_fractions))
+    console.print(table)
+    full, ee = table_rows[0], table_rows[1]
+    console.print(f"early exit: {ee.speedup:.2f}x faster, accuracy {full.accuracy - ee.accuracy:+.2f} pt drop "
+                  f"(threshold {m.policy.threshold:.4f}, n={full.segment_samples[0]})")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except DynexportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

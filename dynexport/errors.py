@@ -1,0 +1,29 @@
+"""User-facing error types: one class per kind of mistake, each message says what to do."""
+
+
+class DynexportError(Exception):
+    """Base class; the CLI prints these without a traceback and exits non-zero."""
+
+
+class RecipeError(DynexportError):
+    """A recipe file or a CLI override is invalid (bad exits, unknown field, wrong type)."""
+
+
+class AssetError(DynexportError):
+    """An offline asset (model, dataset) is missing or malformed."""
+
+
+class ModelTypeError(DynexportError):
+    """The model is not of a supported family."""
+
+
+class ManifestError(DynexportError):
+    """An artifact's manifest is missing, malformed, of an unknown version or points outside the dir."""
+
+
+class IntegrityError(ManifestError):
+    """A file of an artifact is missing or its sha256 differs from the manifest (tampered or corrupt)."""
+
+
+class InputError(DynexportError):
+    """Bad runtime input: empty text, wrong type, unsupported backend or policy."""

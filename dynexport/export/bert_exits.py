@@ -1,0 +1,184 @@
+"""`dynexport bert`: a BERT-family encoder → early-exit segment graphs (OpenVINO IR + ONNX) + manifest.
+
+Recipe → train or reuse the cached checkpoint → one `Segment` per exit written as ONNX and OV IR →
+optional NNCF compression per graph → threshold calibrated on the validation split with the
+exported graphs themselves → manifest → atomic rename into the output dir.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata as md
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import assets, data
+from ..calibration import choose, sweep
+from ..manifest import (Calibration, Graph, Manifest, Policy, Source, TensorSpec, Tokenizer, sha256_file,
+                        write_manifest)
+from ..quantize import compress_graph
+from ..recipe import Recipe, validate_exits
+from ..runtime import load
+from ..train.bert_exits import ensure_tokenizer_json, ensure_trained, load_trained
+from .common import atomic_output_dir, export_onnx, onnx_to_openvino
+from .encoder_segments import Segment, family_of, segments_for
+
+FORMATS = {"openvino": "xml", "onnxruntime": "onnx"}
+VERSIONED = ("torch", "transformers", "openvino", "onnx", "onnxscript", "onnxruntime", "nncf", "peft",
+             "tokenizers", "numpy", "dynexport")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _specs(first: bool, hidden: int, classes: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    x = TensorSpec(name="input_ids", dtype="int64", shape=["batch", "seq"]) if first else \
+        TensorSpec(name="hidden_states", dtype="float32", shape=["batch", "seq", hidden])
+    ins = [x, TensorSpec(name="attention_mask", dtype="int64", shape=["batch", "seq"])]
+    outs = [TensorSpec(name="hidden_states_out", dtype="float32", shape=["batch", "seq", hidden]),
+            TensorSpec(name="logits", dtype="float32", shape=["batch", classes])]
+    return ins, outs
+
+
+def write_segment(seg: Segment, name: str, tmp: Path, hidden: int, classes: int, fp16: bool,
+                  formats: tuple[str, ...]) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, str]]:
+    """One segment → `name.onnx` (+ `name.xml/.bin`). Returns input/output specs and files per backend."""
+    ins, outs = _specs(seg.start == 0, hidden, classes)
+    x = torch.randint(5, 100, (2, 8)) if seg.start == 0 else torch.randn(2, 8, hidden)  # [batch, seq(, h)]
+    mask = torch.ones(2, 8, dtype=torch.int64)
+    onnx_path = tmp / f"{name}.onnx"
+    export_onnx(seg, (x, mask), onnx_path, [t.name for t in ins], [t.name for t in outs],
+                {t.name: {0: "batch", 1: "seq"} for t in ins})
+    files = {}
+    if "openvino" in formats:
+        onnx_to_openvino(onnx_path, tmp / f"{name}.xml", fp16)
+        files["openvino"] = f"{name}.xml"
+    if "onnxruntime" in formats:
+        files["onnxruntime"] = f"{name}.onnx"
+    else:
+        onnx_path.unlink()
+    return ins, outs, files
+
+
+@torch.no_grad()
+def parity(segs: list[Segment], pipe, texts: list[str]) -> float:
+    """Max |logits| difference between the torch segments and the exported graphs on real texts."""
+    b = pipe.encoder(texts)
+    x, mask, worst = b.input_ids, b.attention_mask, 0.0
+    for seg, graph, names in zip(segs, pipe.graphs, pipe.input_names):
+        h_ref, logits_ref = seg(torch.from_numpy(x), torch.from_numpy(mask))
+        out = graph(**dict(zip(names, (x, mask))))
+        worst = max(worst, float(np.abs(out["logits"] - logits_ref.numpy()).max()))
+        x = h_ref.numpy()  # feed the reference hidden states on, so errors do not compound
+    return worst
+
+
+def calibration_inputs(pipe, texts: list[str]) -> list[list[dict]]:
+    """Per segment, real inputs (batch 1) for NNCF PTQ: texts run through the fp32 graphs."""
+    items: list[list[dict]] = [[] for _ in pipe.graphs]
+    for t in tqdm(texts, desc="PTQ calibration inputs", mininterval=5):
+        b = pipe.encoder([t])
+        x = b.input_ids
+        for i, (graph, names) in enumerate(zip(pipe.graphs, pipe.input_names)):
+            feed = dict(zip(names, (x, b.attention_mask)))
+            items[i].append(feed)
+            x = graph(**feed)["hidden_states_out"]
+    return items
+
+
+def calibrate(root: Path, recipe: Recipe, splits: data.Splits, backend: str) -> Policy:
+    """Sweep the entropy threshold on the validation split with the exported graphs."""
+    cfg = recipe.calibration
+    pipe = load(root, backend)
+    val_texts = [e.text for e in splits.val]
+    res = pipe.run(val_texts, batch_size=cfg.batch_size, collect_all=True)
+    pipe.run(val_texts[:8], batch_size=1, collect_all=True)  # warm-up: first calls allocate
+    timing = pipe.run(val_texts[: cfg.timing_samples], batch_size=1, collect_all=True).stats
+    costs = [1e3 * s / c for s, c in zip(timing.segment_s, timing.segment_calls)]  # mean ms, batch 1
+    labels = np.array([e.label for e in splits.val])
+    full, points = sweep(res.all_logits, labels, costs)
+    chosen = choose(points, cfg.max_accuracy_drop_pt)
+    cal = Calibration(split="val", samples=len(labels), backend=backend, accuracy_full=round(full, 3),
+                      max_accuracy_drop_pt=cfg.max_accuracy_drop_pt,
+                      segment_cost_ms=[round(c, 4) for c in costs],
+                      curve=[p.to_json() for p in points], chosen=chosen.to_json())
+    return Policy(threshold=chosen.threshold, calibration=cal)
+
+
+def export(recipe: Recipe, out_dir: Path, overwrite: bool = False,
+           formats: tuple[str, ...] = ("openvino", "onnxruntime")) -> Manifest:
+    """Recipe → artifact dir; returns the written manifest. Nothing is left behind on failure."""
+    from transformers import AutoConfig
+
+    model_dir = assets.resolve_model(recipe.model.id)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    family_of(config)  # unknown model type: fail before any training
+    num_layers, hidden = config.num_hidden_layers, config.hidden_size
+    exits = validate_exits(recipe.exits.layers, num_layers)
+    ds = recipe.dataset
+    dataset_path = assets.resolve_dataset(ds.id)
+    splits = data.load_splits(dataset_path, ds.text_column, ds.label_column, ds.labels,
+                              ds.val_size, ds.test_size, ds.seed)
+    ckpt = ensure_trained(recipe, model_dir, splits)
+    model_hf, family, base, heads, info = load_trained(model_dir, ckpt)
+    classes, q = len(splits.labels), recipe.quantization
+    segs = segments_for(base, family, exits, heads, num_layers)
+    with atomic_output_dir(out_dir, overwrite) as tmp:
+        tok_json = ensure_tokenizer_json(model_dir)
+        (tmp / "tokenizer").mkdir()
+        shutil.copy2(tok_json, tmp / "tokenizer" / "tokenizer.json")
+        graphs = []
+        for i, seg in enumerate(tqdm(segs, desc="export segments")):
+            ins, outs, files = write_segment(seg, f"seg{i}", tmp, hidden, classes,
+                                             q.weight_format == "fp16" and q.quant_mode == "none", formats)
+            graphs.append(Graph(name=f"seg{i}", files=files, inputs=ins, outputs=outs,
+                                layers=(seg.start, seg.end), exit_layer=seg.end,
+                                precision={b: "fp32" for b in files}))
+        source = Source(model_id=recipe.model.id, model_type=family.name, model_sha256=info["model_sha"],
+                        num_layers=num_layers, dataset=ds.model_dump(),
+                        dataset_sha256=sha256_file(dataset_path), split=splits.info,
+                        checkpoint=ckpt.name, training=info["recipe_training"])
+        manifest = Manifest(method="bert_exits", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(),
+                            exits=exits, labels=list(splits.labels), weight_format=q.weight_format,
+                            quant_mode=q.quant_mode, graphs=graphs, source=source, versions=library_versions(),
+                            tokenizer=Tokenizer(file="tokenizer/tokenizer.json", max_length=recipe.model.max_length,
+                                                pad_id=config.pad_token_id or 0))
+        write_manifest(tmp, manifest)
+        check_texts = [e.text for e in splits.val[:16]]
+        par = {b: parity(segs, load(tmp, b), check_texts) for b in formats}
+        manifest = manifest.model_copy(update={"parity": par})
+        if q.weight_format in ("int8", "int4") or q.quant_mode == "int8":
+            manifest = _compress_all(tmp, manifest, recipe, splits, formats)
+        write_manifest(tmp, manifest)
+        backend = "openvino" if "openvino" in formats else "onnxruntime"
+        manifest = manifest.model_copy(update={"policy": calibrate(tmp, recipe, splits, backend)})
+        manifest = write_manifest(tmp, manifest)
+    return manifest
+
+
+def _compress_all(tmp: Path, manifest: Manifest, recipe: Recipe, splits: data.Splits,
+                  formats: tuple[str, ...]) -> Manifest:
+    """NNCF per graph and backend; PTQ calibration inputs come from the train split via fp32 graphs."""
+    q = recipe.quantization
+    cal = None
+    if q.quant_mode == "int8":
+        texts = [e.text for e in splits.train[: q.calibration_samples]]
+        cal = calibration_inputs(load(tmp, "openvino" if "openvino" in formats else "onnxruntime"), texts)
+    graphs = []
+    for i, g in enumerate(tqdm(manifest.graphs, desc="NNCF compression")):
+        prec = {b: compress_graph(tmp / f, b, q.weight_format, q.quant_mode, cal[i] if cal else None)
+                for b, f in g.files.items()}
+        graphs.append(g.model_copy(update={"precision": prec}))
+    return manifest.model_copy(update={"graphs": graphs})

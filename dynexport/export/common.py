@@ -1,0 +1,68 @@
+"""Graph writing shared by every method: atomic output dir, torch → ONNX (dynamo) → OpenVINO IR.
+
+Export writes into a hidden temp dir beside the output and renames it into place only when
+everything (graphs, manifest, calibration) is done, so an interrupted export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import DynexportError
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: Path, overwrite: bool):
+    """Yield a temp dir; on success it replaces `out`, on any exception (Ctrl-C too) it is removed."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DynexportError(f"output dir {out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "x")
+            shutil.rmtree(old)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quiet_exporter() -> None:
+    """The dynamo exporter logs optional-op registrations (torchvision) at WARNING; they are noise."""
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
+def export_onnx(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str],
+                output_names: list[str], dynamic: dict[str, dict[int, str]]) -> None:
+    """torch module → single-file ONNX via torch.export (dynamo); `dynamic`: input → {axis: name}."""
+    _quiet_exporter()
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = tuple({ax: dims.setdefault(n, torch.export.Dim(n)) for ax, n in dynamic.get(name, {}).items()}
+                   for name in input_names)
+    module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=True, input_names=input_names,
+                          output_names=output_names, dynamic_shapes=shapes, external_data=False,
+                          optimize=True, verbose=False)
+
+
+def onnx_to_openvino(onnx_path: Path, xml_path: Path, fp16: bool):
+    """ONNX file → OpenVINO IR (.xml + .bin); weights stay fp32 unless `fp16`. Returns the ov.Model."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    ov.save_model(model, str(xml_path), compress_to_fp16=fp16)
+    return model

@@ -1,0 +1,162 @@
+"""Torch side of early exit: cut a BERT-family encoder into segments that each end in an exit head.
+
+One mechanism for every family: a `Family` row says where the embeddings and layers live and how a
+layer is called (MPNet adds a relative position bias, BERT does not). `Segment` runs
+[embeddings +] layers[start:end] + a head and is what gets exported; `MultiExit` runs every head in
+one pass and is what gets trained. Both call `run_layers`, so training and export cannot diverge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ModelTypeError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    base_attr: str  # attribute of a *ForSequenceClassification model holding the bare encoder
+    lora_targets: tuple[str, ...]  # module-name suffixes that get LoRA adapters
+    position_bias: Callable[[nn.Module, torch.Tensor], torch.Tensor | None]
+    seqcls_head: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (seqcls model, hidden) → logits
+
+
+def _mpnet_bias(base: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    return base.encoder.compute_position_bias(hidden)  # [batch, heads, seq, seq]
+
+
+def _bert_seqcls(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    return model.classifier(model.dropout(model.bert.pooler(hidden)))
+
+
+FAMILIES = {
+    "bert": Family("bert", "bert", ("query", "key", "value", "attention.output.dense",
+                                    "intermediate.dense", "output.dense"),
+                   lambda base, h: None, _bert_seqcls),
+    "mpnet": Family("mpnet", "mpnet", ("attn.q", "attn.k", "attn.v", "attn.o",
+                                      "intermediate.dense", "output.dense"),
+                    _mpnet_bias, lambda model, h: model.classifier(h)),
+}
+
+
+def family_of(config) -> Family:
+    if config.model_type not in FAMILIES:
+        raise ModelTypeError(
+            f"model type {config.model_type!r} is not supported for early exit; "
+            f"supported BERT-family types: {', '.join(sorted(FAMILIES))}"
+        )
+    return FAMILIES[config.model_type]
+
+
+def is_seqcls(config) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+
+
+def load_encoder(model_dir: Path):
+    """(model, family, bare encoder, has_own_classifier). Eager attention so graphs export cleanly."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    family = family_of(config)
+    seqcls = is_seqcls(config)
+    cls = AutoModelForSequenceClassification if seqcls else AutoModel
+    model = cls.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager",
+                                trust_remote_code=False)
+    base = getattr(model, family.base_attr) if seqcls else model
+    return model, family, base, seqcls
+
+
+def extended_mask(mask: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] 0/1 → additive [batch, 1, 1, seq] with dtype-min at padding."""
+    return (1.0 - mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+
+
+def run_layers(base: nn.Module, family: Family, hidden: torch.Tensor, ext_mask: torch.Tensor,
+               start: int, end: int) -> torch.Tensor:
+    """Layers [start, end) (0-based) of the encoder on hidden [batch, seq, hidden]."""
+    bias = family.position_bias(base, hidden)
+    kwargs = {} if bias is None else {"position_bias": bias}
+    for layer in base.encoder.layer[start:end]:
+        out = layer(hidden, ext_mask, **kwargs)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+class ExitHead(nn.Module):
+    """Masked mean pooling → Linear → tanh → Linear: [batch, seq, hidden] → [batch, classes]."""
+
+    def __init__(self, hidden: int, classes: int, width: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.dense = nn.Linear(hidden, width)
+        self.out = nn.Linear(width, classes)
+        self.dropout = nn.Dropout(dropout)
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.to(hidden.dtype).unsqueeze(-1)  # [batch, seq, 1]
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # [batch, hidden]
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.pool(hidden, mask))
+
+
+class SeqClsHead(nn.Module):
+    """The checkpoint's own classifier (for *ForSequenceClassification models) as a final head."""
+
+    def __init__(self, model: nn.Module, family: Family):
+        super().__init__()
+        self.model = model
+        self.family = family
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.family.seqcls_head(self.model, hidden)
+
+
+class Segment(nn.Module):
+    """[embeddings +] layers[start:end] + head. Inputs (input_ids | hidden_states, attention_mask),
+    outputs (hidden_states [batch, seq, hidden], logits [batch, classes])."""
+
+    def __init__(self, base: nn.Module, family: Family, start: int, end: int, head: nn.Module):
+        super().__init__()
+        self.base, self.family, self.start, self.end, self.head = base, family, start, end, head
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor):
+        hidden = self.base.embeddings(input_ids=x) if self.start == 0 else x
+        hidden = run_layers(self.base, self.family, hidden, extended_mask(attention_mask),
+                            self.start, self.end)
+        return hidden, self.head(hidden, attention_mask)
+
+
+class MultiExit(nn.Module):
+    """Every layer listed in `heads` (1-based layer → head) classifies in one forward pass."""
+
+    def __init__(self, base: nn.Module, family: Family, heads: dict[int, nn.Module]):
+        super().__init__()
+        self.base, self.family = base, family
+        self.heads = nn.ModuleDict({str(k): v for k, v in heads.items()})
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                pooled_only: bool = False) -> dict[int, torch.Tensor]:
+        hidden = self.base.embeddings(input_ids=input_ids)
+        ext, start, out = extended_mask(attention_mask), 0, {}
+        for layer in sorted(int(k) for k in self.heads):
+            hidden = run_layers(self.base, self.family, hidden, ext, start, layer)
+            head = self.heads[str(layer)]
+            out[layer] = head.pool(hidden, attention_mask) if pooled_only else head(hidden, attention_mask)
+            start = layer
+        return out  # layer → logits [batch, classes] (or pooled [batch, hidden])
+
+
+def segments_for(base: nn.Module, family: Family, exits: list[int], heads: dict[int, nn.Module],
+                 num_layers: int) -> list[Segment]:
+    """Segment i ends at exits[i] (1-based layer); the last ends at the final layer."""
+    bounds = [0, *exits, num_layers]
+    return [Segment(base, family, a, b, heads[b]) for a, b in zip(bounds[:-1], bounds[1:])]

@@ -1,0 +1,172 @@
+"""Artifact manifest: versioned pydantic schema, written as `manifest.json`, read back with verification.
+
+`read_manifest(dir)` checks the schema version, that every path stays inside the artifact dir
+(no `..`, no absolute paths, no symlinks) and that every file's sha256 matches. Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import IntegrityError, ManifestError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TensorSpec(_M):
+    name: str
+    dtype: str  # numpy dtype name: int64, float32
+    shape: list[int | str]  # str = dynamic axis name
+
+
+class Graph(_M):
+    name: str  # seg0, seg1, ...
+    files: dict[str, str]  # backend → main file (openvino: .xml with its .bin beside it; onnxruntime: .onnx)
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    layers: tuple[int, int]  # encoder layers [start, end), 0-based
+    exit_layer: int  # 1-based layer whose head classifies at the end of this segment
+    precision: dict[str, str]  # backend → fp32 | fp16 | int8-weights | int4-weights | int8
+
+
+class SweepPointM(_M):
+    threshold: float
+    accuracy: float
+    accuracy_drop_pt: float
+    expected_speedup: float
+    exit_fractions: list[float]
+
+
+class Calibration(_M):
+    split: str
+    samples: int
+    backend: str
+    accuracy_full: float
+    max_accuracy_drop_pt: float
+    segment_cost_ms: list[float]  # measured, batch 1, median per segment
+    curve: list[SweepPointM]
+    chosen: SweepPointM
+
+
+class Policy(_M):
+    kind: Literal["entropy"] = "entropy"
+    threshold: float
+    calibration: Calibration | None = None
+
+
+class Tokenizer(_M):
+    file: str  # tokenizer.json (tokenizers library)
+    extra_files: list[str] = []
+    max_length: int
+    pad_id: int
+    truncation: Literal["warn"] = "warn"  # longer texts are cut to max_length and a warning is issued
+
+
+class Source(_M):
+    model_id: str
+    model_type: str
+    model_sha256: str
+    num_layers: int
+    dataset: dict  # the recipe's dataset section: id, columns, labels, split sizes, seed
+    dataset_sha256: str
+    split: dict
+    checkpoint: str
+    training: dict
+
+
+class Manifest(_M):
+    schema_version: int = SCHEMA_VERSION
+    method: Literal["bert_exits"]
+    created_utc: str
+    exits: list[int]
+    labels: list[str]
+    weight_format: str
+    quant_mode: str
+    tokenizer: Tokenizer
+    graphs: list[Graph]
+    policy: Policy | None = None
+    source: Source
+    versions: dict[str, str]
+    parity: dict[str, float] = {}  # max |logits - torch| per backend, measured at export (fp32 only)
+    files: dict[str, str] = Field(default_factory=dict)  # relative path → sha256, every file but this one
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safe_path(root: Path, rel: str) -> Path:
+    """`root/rel`, refusing absolute paths, `..`, and anything (or any symlink) that leaves `root`."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or "\\" in rel or ".." in p.parts or rel.startswith("~"):
+        raise ManifestError(f"manifest path {rel!r} is not a plain relative path inside the artifact")
+    full = root / p
+    if full.is_symlink() or any(q.is_symlink() for q in full.parents if q != root and root in q.parents):
+        raise ManifestError(f"manifest path {rel!r} is a symlink; artifacts hold plain files only")
+    if not full.resolve().is_relative_to(root.resolve()):
+        raise ManifestError(f"manifest path {rel!r} escapes the artifact dir")
+    return full
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """sha256 of every file below root except the manifest, keyed by POSIX relative path."""
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Fill `files` with the sha256 of everything in `root` and write manifest.json."""
+    m = manifest.model_copy(update={"files": hash_tree(root)})
+    (root / MANIFEST).write_text(m.model_dump_json(indent=1))
+    return m
+
+
+def read_manifest(root: Path, verify: bool = True) -> Manifest:
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"{root} is not a dynexport artifact: {MANIFEST} is missing")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path} is not valid JSON: {e}") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"{path}: schema_version {version!r} is not supported (this dynexport reads "
+                            f"{SCHEMA_VERSION}); re-export the artifact with this version")
+    try:
+        m = Manifest.model_validate(raw)
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:5])
+        raise ManifestError(f"{path} is malformed: {errs}") from None
+    referenced = [m.tokenizer.file, *m.tokenizer.extra_files,
+                  *(f for g in m.graphs for f in g.files.values())]
+    for rel in referenced:
+        if rel not in m.files:
+            raise ManifestError(f"{path}: {rel!r} is used but has no sha256 in `files`")
+    if verify:
+        for rel, digest in m.files.items():
+            full = safe_path(root, rel)
+            if not full.is_file():
+                raise IntegrityError(f"{root}: file {rel!r} listed in the manifest is missing")
+            if sha256_file(full) != digest:
+                raise IntegrityError(f"{root}: file {rel!r} does not match its sha256 in the manifest "
+                                     "(tampered or corrupted); re-export the artifact")
+    else:
+        for rel in m.files:
+            safe_path(root, rel)
+    return m

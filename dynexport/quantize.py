@@ -1,0 +1,66 @@
+"""NNCF compression of one saved graph, for either backend: weight-only INT8/INT4, or INT8 PTQ.
+
+`compress_graph(path, backend, weight_format, quant_mode, calibration)` rewrites the graph file in
+place (through a temp name) and returns the precision label recorded in the manifest.
+Calibration items are dicts of input name → numpy array, produced by the caller from real data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import nncf
+
+from .errors import DynexportError
+
+
+def precision_label(weight_format: str, quant_mode: str, backend: str) -> str:
+    if quant_mode == "int8":
+        return "int8"
+    if weight_format in ("int8", "int4"):
+        return f"{weight_format}-weights"
+    if weight_format == "fp16" and backend == "openvino":
+        return "fp16"
+    return "fp32"  # fp16 ONNX graphs are not written: CPU execution providers compute in fp32
+
+
+def _weight_mode(weight_format: str):
+    return {"int8": nncf.CompressWeightsMode.INT8_ASYM, "int4": nncf.CompressWeightsMode.INT4_SYM}[weight_format]
+
+
+def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict] | None):
+    if quant_mode == "int8":
+        if not calibration:
+            raise DynexportError("--quant-mode int8 needs calibration samples (calibration_samples > 0)")
+        return nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=len(calibration))
+    kwargs = {}
+    if weight_format == "int4":  # small layers fall back to INT8 rather than failing on group size
+        from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+        kwargs = dict(group_size=64, ratio=1.0, advanced_parameters=AdvancedCompressionParameters(
+            group_size_fallback_mode=GroupSizeFallbackMode.IGNORE))
+    return nncf.compress_weights(model, mode=_weight_mode(weight_format), **kwargs)
+
+
+def compress_graph(path: Path, backend: str, weight_format: str, quant_mode: str,
+                   calibration: Iterable[dict] | None = None) -> str:
+    """Compress the graph at `path` (.xml for openvino, .onnx for onnxruntime) in place."""
+    label = precision_label(weight_format, quant_mode, backend)
+    if label in ("fp32", "fp16"):
+        return label
+    calibration = list(calibration) if calibration is not None else None
+    tmp = path.with_name(path.stem + ".q" + path.suffix)
+    if backend == "openvino":
+        import openvino as ov
+        model = ov.Core().read_model(str(path))
+        ov.save_model(_compress(model, weight_format, quant_mode, calibration), str(tmp), compress_to_fp16=False)
+        del model
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+    else:
+        import onnx
+        model = onnx.load(str(path))
+        onnx.save(_compress(model, weight_format, quant_mode, calibration), str(tmp))
+    os.replace(tmp, path)
+    return label

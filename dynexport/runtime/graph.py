@@ -1,0 +1,51 @@
+"""One thin wrapper over a compiled graph for both backends: `graph(**inputs) -> {name: array}`.
+
+OpenVINO graphs compile with f32 inference precision (the CPU plugin would otherwise pick bf16 on
+CPUs that have it, changing results) and a latency hint; ONNX Runtime uses the CPU provider.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+BACKENDS = ("openvino", "onnxruntime")
+
+
+class Graph:
+    def __init__(self, path: Path, backend: str, device: str = "CPU", threads: int | None = None):
+        if backend not in BACKENDS:
+            raise InputError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
+        self.backend, self.path = backend, path
+        if backend == "openvino":
+            import openvino as ov
+            core = ov.Core()
+            if device not in core.available_devices and device != "AUTO":
+                raise InputError(f"OpenVINO device {device!r} is not available here "
+                                 f"(available: {', '.join(core.available_devices)})")
+            config = {"PERFORMANCE_HINT": "LATENCY"}
+            if device == "CPU":
+                config["INFERENCE_PRECISION_HINT"] = "f32"
+                if threads:
+                    config["INFERENCE_NUM_THREADS"] = int(threads)
+            self._compiled = core.compile_model(str(path), device, config)
+            self._request = self._compiled.create_infer_request()
+            self.output_names = [o.get_any_name() for o in self._compiled.outputs]
+        else:
+            import onnxruntime as ort
+            if device != "CPU":
+                raise InputError(f"the onnxruntime backend runs on CPU only, not {device!r}")
+            opts = ort.SessionOptions()
+            if threads:
+                opts.intra_op_num_threads = int(threads)
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        if self.backend == "openvino":
+            res = self._request.infer(inputs)
+            return {name: res[i] for i, name in enumerate(self.output_names)}
+        return dict(zip(self.output_names, self._session.run(None, inputs)))

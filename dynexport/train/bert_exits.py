@@ -1,0 +1,251 @@
+"""Train exit heads (and a LoRA delta of the encoder) for early exit, on CPU, with resume.
+
+Two schemes, chosen in the recipe (`training.scheme`) and compared in the README:
+- `deebert`: stage 1 fine-tunes the encoder (LoRA) with the final head only; stage 2 trains a head
+  after every layer on the frozen encoder (pooled features cached once, so it takes seconds).
+- `joint`: LoRA + every layer's head in one run, loss = layer-weighted mean of the heads' CE.
+A checkpoint is a dir `<checkpoint_dir>/<name>-<key>` with the peft adapter, `heads.safetensors`
+(one head per layer 1..L) and `train_info.json`; `key` hashes base weights, data split and config,
+so a second export with the same recipe reuses it. Writes go to a temp dir renamed on completion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..assets import cache_dir
+from ..manifest import sha256_file
+from ..data import Example, Splits
+from ..errors import AssetError
+from ..export.encoder_segments import ExitHead, MultiExit, SeqClsHead, load_encoder
+from ..recipe import Recipe
+from ..runtime.text import TextEncoder
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def model_sha(model_dir: Path) -> str:
+    files = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))
+    if not files:
+        raise AssetError(f"{model_dir} holds no *.safetensors weights")
+    return "-".join(sha256_file(f)[:16] for f in files)
+
+
+def checkpoint_path(recipe: Recipe, model_dir: Path, splits: Splits) -> Path:
+    key_src = json.dumps({"model": model_sha(model_dir), "split": splits.info["key_sha256"],
+                          "labels": splits.labels, "max_length": recipe.model.max_length,
+                          "training": recipe.training.model_dump()}, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
+    root = Path(recipe.training.checkpoint_dir)
+    root = root if root.is_absolute() else REPO_ROOT / root
+    return root / f"{Path(recipe.model.id).name}-{recipe.training.scheme}-{key}"
+
+
+def ensure_tokenizer_json(model_dir: Path) -> Path:
+    """The model's tokenizer.json; a checkpoint with only vocab files gets one converted by HF (cached)."""
+    tj = model_dir / "tokenizer.json"
+    if tj.is_file():
+        return tj
+    from transformers import AutoTokenizer
+    out = cache_dir() / "tokenizers" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    if not (out / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(model_dir, use_fast=True, trust_remote_code=False)
+        if not tok.is_fast:
+            raise AssetError(f"{model_dir}: no fast tokenizer can be built for this checkpoint")
+        tok.save_pretrained(out)
+    return out / "tokenizer.json"
+
+
+def text_encoder(model_dir: Path, max_length: int) -> TextEncoder:
+    """The runtime's tokenizer (the same class and tokenizer.json the exported artifact uses)."""
+    from transformers import AutoConfig
+    pad = AutoConfig.from_pretrained(model_dir).pad_token_id
+    return TextEncoder(ensure_tokenizer_json(model_dir), max_length, pad or 0)
+
+
+def batches(examples: tuple[Example, ...], size: int, seed: int | None):
+    order = list(range(len(examples)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    for i in range(0, len(order), size):
+        chunk = [examples[j] for j in order[i:i + size]]
+        yield [e.text for e in chunk], torch.tensor([e.label for e in chunk])
+
+
+def make_heads(layers: list[int], hidden: int, classes: int, width: int) -> dict[int, nn.Module]:
+    return {layer: ExitHead(hidden, classes, width) for layer in layers}
+
+
+def _lora(base: nn.Module, family, cfg):
+    from peft import LoraConfig, get_peft_model
+    targets = [n for n, m in base.named_modules() if isinstance(m, nn.Linear)
+               and any(n.endswith(t) for t in family.lora_targets) and ".layer." in f".{n}"]
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.1, target_modules=targets)
+    return get_peft_model(base, lcfg)
+
+
+def _train_loop(model: MultiExit, params: list[dict], examples, cfg, enc, weights: dict[int, float],
+                desc: str, ckpt: Path) -> list[float]:
+    """AdamW + linear warm-up/decay; resumable from `ckpt/resume.pt` (weights_only load)."""
+    from transformers import get_linear_schedule_with_warmup
+    steps_per_epoch = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    opt = torch.optim.AdamW(params, weight_decay=0.01)
+    sched = get_linear_schedule_with_warmup(opt, int(0.06 * total), total)
+    resume, done, losses = ckpt / "resume.pt", 0, []
+    trainable = [p for g in params for p in g["params"]]
+    if resume.is_file():
+        state = torch.load(resume, weights_only=True)
+        for p, v in zip(trainable, state["params"]):
+            p.data.copy_(v)
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        done, losses = state["step"], list(state["losses"])
+    model.train()
+    bar = tqdm(total=total, initial=done, desc=desc, unit="step", mininterval=5)
+    step = 0
+    for epoch in range(cfg.epochs):
+        for texts, y in batches(examples, cfg.batch_size, cfg.seed + epoch):
+            step += 1
+            if step <= done:
+                continue
+            b = enc(texts)
+            out = model(torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask))
+            loss = sum(w * nn.functional.cross_entropy(out[k], y) for k, w in weights.items())
+            loss = loss / sum(weights.values())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+            if step % 200 == 0 or step == total:
+                torch.save({"params": [p.detach() for p in trainable], "opt": opt.state_dict(),
+                            "sched": sched.state_dict(), "step": step, "losses": losses}, resume)
+    bar.close()
+    return losses
+
+
+@torch.no_grad()
+def collect_logits(model: MultiExit, examples, enc, batch_size: int = 64, pooled: bool = False):
+    """{layer: [n, classes]} (or pooled features) for every head of `model`, in example order."""
+    model.eval()
+    out: dict[int, list] = {}
+    for texts, _ in tqdm(list(batches(examples, batch_size, None)), desc="forward", mininterval=5):
+        b = enc(texts)
+        for k, v in model(torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask),
+                          pooled_only=pooled).items():
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _train_heads_frozen(model: MultiExit, layers: list[int], examples, cfg, enc) -> None:
+    """DeeBERT stage 2: heads of `layers` on cached pooled features of the frozen encoder."""
+    sub = MultiExit(model.base, model.family, {k: model.heads[str(k)] for k in layers})
+    feats = collect_logits(sub, examples, enc, pooled=True)
+    y = torch.tensor([e.label for e in examples])
+    g = torch.Generator().manual_seed(cfg.seed)
+    for k in tqdm(layers, desc="exit heads (frozen encoder)"):
+        head = model.heads[str(k)]
+        head.train()
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr_heads, weight_decay=0.01)
+        for _ in range(cfg.head_epochs):
+            for idx in torch.randperm(len(y), generator=g).split(64):
+                loss = nn.functional.cross_entropy(head.classify(feats[k][idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+
+def _all_heads(base, seqcls: bool, model_hf, family, classes: int, width: int) -> dict[int, nn.Module]:
+    """A head after every layer 1..L; a sequence-classification checkpoint keeps its own final head."""
+    num_layers, hidden = base.config.num_hidden_layers, base.config.hidden_size
+    heads = make_heads(list(range(1, num_layers + (0 if seqcls else 1))), hidden, classes, width)
+    if seqcls:
+        heads[num_layers] = SeqClsHead(model_hf, family)
+    return heads
+
+
+def train(recipe: Recipe, model_dir: Path, splits: Splits, ckpt: Path) -> dict:
+    """Train per `recipe.training` and write the checkpoint dir `ckpt` atomically; returns train_info."""
+    cfg, t0 = recipe.training, time.time()
+    torch.manual_seed(cfg.seed)
+    model_hf, family, base, seqcls = load_encoder(model_dir)
+    num_layers, classes = base.config.num_hidden_layers, len(splits.labels)
+    if seqcls and model_hf.config.num_labels != classes:
+        raise AssetError(f"{model_dir} classifies {model_hf.config.num_labels} labels, the dataset has {classes}")
+    enc = text_encoder(model_dir, recipe.model.max_length)
+    examples = splits.train[: cfg.max_train_examples or None]
+    heads = _all_heads(base, seqcls, model_hf, family, classes, cfg.head_width)
+    tmp = ckpt.with_name(ckpt.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model = MultiExit(base, family, heads)
+    losses: list[float] = []
+    if not seqcls:  # stage 1 (deebert) or the single joint stage: LoRA + heads
+        peft_model = _lora(base, family, cfg)
+        trained = list(heads) if cfg.scheme == "joint" else [num_layers]
+        params = [{"params": [p for p in base.parameters() if p.requires_grad], "lr": cfg.lr_lora},
+                  {"params": [p for k in trained for p in heads[k].parameters()], "lr": cfg.lr_heads}]
+        weights = {k: float(k) for k in trained}
+        losses = _train_loop(model, params, examples, cfg, enc, weights, f"train {cfg.scheme}", tmp)
+        peft_model.save_pretrained(tmp / "adapter")
+    if seqcls or cfg.scheme == "deebert":
+        _train_heads_frozen(model, list(range(1, num_layers)), examples, cfg, enc)
+    save_file({f"{k}.{n}": t.contiguous() for k, h in heads.items() if isinstance(h, ExitHead)
+               for n, t in h.state_dict().items()}, tmp / "heads.safetensors")
+    logits = collect_logits(model, splits.val, enc)
+    y = torch.tensor([e.label for e in splits.val])
+    info = {"scheme": cfg.scheme, "seqcls": seqcls, "family": family.name, "num_layers": num_layers,
+            "train_examples": len(examples), "train_seconds": round(time.time() - t0, 1),
+            "final_loss": float(np.mean(losses[-100:])) if losses else None,
+            "val_accuracy_per_layer": {k: round(float((v.argmax(-1) == y).float().mean()) * 100, 2)
+                                       for k, v in logits.items()},
+            "model_sha": model_sha(model_dir), "split": splits.info, "labels": list(splits.labels),
+            "recipe_training": cfg.model_dump(), "max_length": recipe.model.max_length}
+    save_file({str(k): v.contiguous() for k, v in logits.items()}, tmp / "val_logits.safetensors")
+    (tmp / "train_info.json").write_text(json.dumps(info, indent=1))
+    (tmp / "resume.pt").unlink(missing_ok=True)
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    os.replace(tmp, ckpt)
+    return info
+
+
+def ensure_trained(recipe: Recipe, model_dir: Path, splits: Splits) -> Path:
+    """The cached checkpoint for this recipe/model/split, training it first if absent."""
+    ckpt = checkpoint_path(recipe, model_dir, splits)
+    if not (ckpt / "train_info.json").is_file():
+        train(recipe, model_dir, splits, ckpt)
+    return ckpt
+
+
+def load_trained(model_dir: Path, ckpt: Path):
+    """(model, family, encoder with the LoRA delta merged, heads {layer: module}) in eval mode."""
+    info = json.loads((ckpt / "train_info.json").read_text())
+    model_hf, family, base, seqcls = load_encoder(model_dir)
+    if (ckpt / "adapter").is_dir():
+        from peft import PeftModel
+        base = PeftModel.from_pretrained(base, ckpt / "adapter").merge_and_unload()
+    state = load_file(ckpt / "heads.safetensors")
+    classes, width = len(info["labels"]), info["recipe_training"]["head_width"]
+    heads = _all_heads(base, seqcls, model_hf, family, classes, width)
+    for k, h in heads.items():
+        if isinstance(h, ExitHead):
+            h.load_state_dict({n.split(".", 1)[1]: t for n, t in state.items() if n.split(".")[0] == str(k)})
+    for m in [model_hf, base, *heads.values()]:
+        m.eval()
+    return model_hf, family, base, heads, info

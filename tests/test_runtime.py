@@ -1,0 +1,126 @@
+"""Runtime vs torch: segment parity, full-depth predictions, exit rule, batch compaction, bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dynexport.calibration import replay
+from dynexport.errors import InputError
+from dynexport.export.encoder_segments import MultiExit, segments_for
+from dynexport.runtime import EntropyPolicy, FullDepth, PatiencePolicy, load
+from dynexport.runtime.policies import entropy
+from dynexport.train.bert_exits import load_trained
+
+TEXTS = ["good day and my phone is great", "awful flight", "blue table monday", "the paper was so sad",
+         "love it", "a train", "my day was poor and bad and sad", "nice", "this is it", "happy happy"]
+
+
+def _torch_model(art, tiny):
+    m = json.loads((art / "manifest.json").read_text())
+    _, family, base, heads, _ = load_trained(Path(m["source"]["model_id"]), tiny["ckpt"] / m["source"]["checkpoint"])
+    return m, family, base, heads
+
+
+@pytest.mark.parametrize("which", ["bert_artifact", "mpnet_artifact"])
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_segment_parity_and_full_depth_predictions(request, tiny, which, backend):
+    art, _ = request.getfixturevalue(which)
+    m, family, base, heads = _torch_model(art, tiny)
+    pipe = load(art, backend)
+    b = pipe.encoder(TEXTS)
+    segs = segments_for(base, family, m["exits"], heads, m["source"]["num_layers"])
+    x = b.input_ids
+    with torch.no_grad():
+        for seg, graph, names in zip(segs, pipe.graphs, pipe.input_names):
+            h, logits = seg(torch.from_numpy(x), torch.from_numpy(b.attention_mask))
+            out = graph(**dict(zip(names, (x, b.attention_mask))))
+            np.testing.assert_allclose(out["logits"], logits.numpy(), atol=1e-4)
+            np.testing.assert_allclose(out["hidden_states_out"], h.numpy(), atol=1e-4)
+            x = out["hidden_states_out"]
+        layers = sorted({*m["exits"], m["source"]["num_layers"]})
+        ref = MultiExit(base, family, {k: heads[k] for k in layers})(
+            torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask))
+    res = pipe.run(TEXTS, FullDepth(), collect_all=True)
+    np.testing.assert_array_equal(res.label_ids, ref[layers[-1]].argmax(-1).numpy())
+    for k, logits in zip(layers, res.all_logits):
+        np.testing.assert_allclose(logits, ref[k].numpy(), atol=1e-4)
+    assert (res.exit_layers == layers[-1]).all()
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_exit_decisions_follow_the_entropy_rule(bert_artifact, backend):
+    pipe = load(bert_artifact[0], backend)
+    every = pipe.run(TEXTS, FullDepth(), collect_all=True).all_logits
+    ent0 = entropy(every[0])
+    t = float(np.median(ent0))  # about half leave at the first exit
+    res = pipe.run(TEXTS, EntropyPolicy(t), batch_size=4)
+    for i in range(len(TEXTS)):
+        ents = [entropy(seg[i:i + 1])[0] for seg in every[:-1]]
+        first = next((j for j, e in enumerate(ents) if e < t), len(every) - 1)
+        assert res.exit_layers[i] == pipe.exit_layers[first]
+        assert res.label_ids[i] == every[first][i].argmax()
+    assert 0 < (res.exit_layers == pipe.exit_layers[0]).sum() < len(TEXTS)
+    pred, seg = replay(EntropyPolicy(t), every)  # calibration replays the same rule
+    np.testing.assert_array_equal(pred, res.label_ids)
+    np.testing.assert_array_equal(np.array(pipe.exit_layers)[seg], res.exit_layers)
+    assert res.stats.segment_samples[0] == len(TEXTS) and sum(res.stats.exit_counts) == len(TEXTS)
+    assert res.stats.segment_samples[1] == len(TEXTS) - res.stats.exit_counts[0]
+
+
+def test_batch_compaction_keeps_order(bert_artifact):
+    pipe = load(bert_artifact[0])
+    every = pipe.run(TEXTS, FullDepth(), collect_all=True).all_logits
+    policy = EntropyPolicy(float(np.median(entropy(every[0]))))
+    one_by_one = [pipe.run([t], policy) for t in TEXTS]
+    batched = pipe.run(TEXTS, policy, batch_size=len(TEXTS))
+    rev = pipe.run(TEXTS[::-1], policy, batch_size=3)
+    assert [r.labels[0] for r in one_by_one] == batched.labels == rev.labels[::-1]
+    assert [r.exit_layers[0] for r in one_by_one] == list(batched.exit_layers) == list(rev.exit_layers[::-1])
+    np.testing.assert_allclose(np.concatenate([r.probabilities for r in one_by_one]), batched.probabilities,
+                               atol=1e-5)
+
+
+def test_patience_policy(bert_artifact):
+    pipe = load(bert_artifact[0])
+    every = pipe.run(TEXTS, FullDepth(), collect_all=True).all_logits
+    res = pipe.run(TEXTS, PatiencePolicy(1))
+    agree = every[0].argmax(-1) == every[1].argmax(-1)
+    np.testing.assert_array_equal(res.exit_layers == pipe.exit_layers[1], agree)
+
+
+def test_default_policy_is_the_calibrated_threshold(bert_artifact):
+    pipe = load(bert_artifact[0])
+    assert pipe.default_policy == EntropyPolicy(pipe.manifest.policy.threshold)
+    cal = pipe.manifest.policy.calibration
+    assert cal.chosen.accuracy_drop_pt <= cal.max_accuracy_drop_pt
+    assert len(cal.segment_cost_ms) == 3 and all(c > 0 for c in cal.segment_cost_ms)
+
+
+@pytest.mark.parametrize("bad,match", [([], "empty"), ([""], "empty"), (["  "], "whitespace"),
+                                       ("just a string", "list"), ([3], "int"), (None, "list")])
+def test_bad_texts(bert_artifact, bad, match):
+    with pytest.raises(InputError, match=match):
+        load(bert_artifact[0]).run(bad)
+
+
+def test_long_text_is_truncated_with_a_warning(bert_artifact):
+    pipe = load(bert_artifact[0])
+    with pytest.warns(UserWarning, match="1 of 2 texts were longer than 24 tokens"):
+        res = pipe.run(["good " * 100, "bad"])
+    assert res.stats.truncated == 1 and len(res.labels) == 2
+
+
+def test_bad_policy_backend_device(bert_artifact):
+    with pytest.raises(InputError, match="threshold"):
+        EntropyPolicy(-1)
+    with pytest.raises(InputError, match="patience"):
+        PatiencePolicy(0)
+    with pytest.raises(InputError, match="backend"):
+        load(bert_artifact[0], "tensorrt")
+    with pytest.raises(InputError, match="device"):
+        load(bert_artifact[0], "openvino", device="NPU7")
+    with pytest.raises(InputError, match="policy"):
+        load(bert_artifact[0]).run(["x"], policy="fast")
