@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/dynexport bert --exits 4,8 $(DEMO_OUT) --overwrite
-	$(BIN)/dynexport evaluate $(DEMO_OUT) --limit 1000 --repeats 3
+	$(BIN)/dynexport evaluate $(DEMO_OUT) --limit 500 --repeats 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

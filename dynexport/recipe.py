@@ -44,7 +44,7 @@ class ExitsCfg(_Frozen):
 
 
 class TrainingCfg(_Frozen):
-    scheme: Literal["joint", "deebert"] = "joint"
+    scheme: Literal["joint", "deebert"] = "deebert"
     max_train_examples: int = Field(0, ge=0)  # 0: the whole train split
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(16, ge=1)

@@ -27,15 +27,22 @@ def write_tokenizer(path: Path, pad_first: bool) -> dict[str, int]:
     return vocab
 
 
-def make_tiny_model(path: Path, family: str, layers: int = 4) -> Path:
+def make_tiny_model(path: Path, family: str, layers: int = 4, seqcls: bool = False) -> Path:
+    """A random BERT / MPNet encoder (or *ForSequenceClassification with 3 labels) + tokenizer.json."""
     import torch
-    from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
+    from transformers import (BertConfig, BertForSequenceClassification, BertModel, MPNetConfig,
+                              MPNetForSequenceClassification, MPNetModel)
     path.mkdir(parents=True, exist_ok=True)
     vocab = write_tokenizer(path, pad_first=family == "bert")
     common = dict(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=layers, num_attention_heads=2,
                   intermediate_size=128, max_position_embeddings=80, pad_token_id=vocab["[PAD]"])
+    if seqcls:
+        common.update(num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
     torch.manual_seed(0)
-    model = BertModel(BertConfig(**common)) if family == "bert" else MPNetModel(MPNetConfig(**common))
+    config = BertConfig(**common) if family == "bert" else MPNetConfig(**common)
+    cls = {("bert", False): BertModel, ("bert", True): BertForSequenceClassification,
+           ("mpnet", False): MPNetModel, ("mpnet", True): MPNetForSequenceClassification}[family, seqcls]
+    model = cls(config)
     model.save_pretrained(path)
     return path
 

@@ -45,3 +45,13 @@ def test_recipe_is_frozen():
     r = load_recipe()
     with pytest.raises(Exception):
         r.model.max_length = 3
+
+
+def test_max_length_beyond_the_model_is_refused(tiny, tmp_path):
+    from conftest import write_recipe
+    from dynexport.export.bert_exits import export
+    recipe = load_recipe(write_recipe(tmp_path / "r.toml", tiny["mpnet"], tiny["data"], tiny["ckpt"]),
+                         {"model.max_length": 100})
+    with pytest.raises(RecipeError, match="exceeds what this model can embed \\(78\\)"):
+        export(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

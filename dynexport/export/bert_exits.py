@@ -22,6 +22,7 @@ from ..calibration import choose, sweep
 from ..manifest import (Calibration, Graph, Manifest, Policy, Source, TensorSpec, Tokenizer, sha256_file,
                         write_manifest)
 from ..quantize import compress_graph
+from ..errors import RecipeError
 from ..recipe import Recipe, validate_exits
 from ..runtime import load
 from ..train.bert_exits import ensure_tokenizer_json, ensure_trained, load_trained
@@ -103,7 +104,7 @@ def calibrate(root: Path, recipe: Recipe, splits: data.Splits, backend: str) -> 
     cfg = recipe.calibration
     pipe = load(root, backend)
     val_texts = [e.text for e in splits.val]
-    res = pipe.run(val_texts, batch_size=cfg.batch_size, collect_all=True)
+    res = pipe.run(val_texts, batch_size=cfg.batch_size, collect_all=True, progress=True)
     pipe.run(val_texts[:8], batch_size=1, collect_all=True)  # warm-up: first calls allocate
     timing = pipe.run(val_texts[: cfg.timing_samples], batch_size=1, collect_all=True).stats
     costs = [1e3 * s / c for s, c in zip(timing.segment_s, timing.segment_calls)]  # mean ms, batch 1
@@ -127,6 +128,9 @@ def export(recipe: Recipe, out_dir: Path, overwrite: bool = False,
     family_of(config)  # unknown model type: fail before any training
     num_layers, hidden = config.num_hidden_layers, config.hidden_size
     exits = validate_exits(recipe.exits.layers, num_layers)
+    max_pos = config.max_position_embeddings - (2 if config.model_type == "mpnet" else 0)  # MPNet offsets by pad+1
+    if recipe.model.max_length > max_pos:
+        raise RecipeError(f"model.max_length {recipe.model.max_length} exceeds what this model can embed ({max_pos})")
     ds = recipe.dataset
     dataset_path = assets.resolve_dataset(ds.id)
     splits = data.load_splits(dataset_path, ds.text_column, ds.label_column, ds.labels,

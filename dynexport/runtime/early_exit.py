@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..manifest import Manifest
@@ -67,7 +68,7 @@ class EarlyExitPipeline:
         return EntropyPolicy(p.threshold) if p else FullDepth()
 
     def run(self, texts: list[str], policy: Policy | None = None, batch_size: int = 32,
-            collect_all: bool = False) -> Result:
+            collect_all: bool = False, progress: bool = False) -> Result:
         """Classify `texts`. `policy` defaults to the calibrated entropy threshold of the manifest.
         `collect_all` runs every segment for every sample and returns each exit's logits (calibration)."""
         policy = self.default_policy if policy is None else policy
@@ -87,7 +88,8 @@ class EarlyExitPipeline:
         logits_out = np.zeros((n, classes), np.float32)
         exit_seg = np.zeros(n, np.int64)
         all_logits = [np.zeros((n, classes), np.float32) for _ in range(nseg)] if collect_all else None
-        for start in range(0, n, batch_size):
+        starts = range(0, n, batch_size)
+        for start in tqdm(starts, desc="classify", unit="batch", mininterval=5) if progress else starts:
             self._run_chunk(texts[start:start + batch_size], start, policy, stats, logits_out, exit_seg, all_logits)
         stats.samples, stats.total_s = n, time.perf_counter() - t0
         if stats.truncated:

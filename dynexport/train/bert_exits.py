@@ -75,13 +75,27 @@ def text_encoder(model_dir: Path, max_length: int) -> TextEncoder:
     return TextEncoder(ensure_tokenizer_json(model_dir), max_length, pad or 0)
 
 
-def batches(examples: tuple[Example, ...], size: int, seed: int | None):
+def batches(examples: tuple[Example, ...], size: int, seed: int | None, group: int = 32):
+    """Batches of (texts, labels). With a seed: shuffled, then within windows of `group` batches
+    sorted by text length (less padding per batch), and the batches of a window shuffled again."""
     order = list(range(len(examples)))
+    chunks = [order[i:i + size] for i in range(0, len(order), size)]
     if seed is not None:
-        random.Random(seed).shuffle(order)
-    for i in range(0, len(order), size):
-        chunk = [examples[j] for j in order[i:i + size]]
-        yield [e.text for e in chunk], torch.tensor([e.label for e in chunk])
+        rng = random.Random(seed)
+        rng.shuffle(order)
+        chunks = []
+        for w in range(0, len(order), size * group):
+            window = sorted(order[w:w + size * group], key=lambda j: len(examples[j].text))
+            part = [window[i:i + size] for i in range(0, len(window), size)]
+            rng.shuffle(part)
+            chunks += part
+    for chunk in chunks:
+        yield [examples[j].text for j in chunk], torch.tensor([examples[j].label for j in chunk])
+
+
+def exit_loss(out: dict[int, torch.Tensor], y: torch.Tensor, weights: dict[int, float]) -> torch.Tensor:
+    """Weighted mean over the trained heads of their cross-entropy to the labels."""
+    return sum(w * nn.functional.cross_entropy(out[k], y) for k, w in weights.items()) / sum(weights.values())
 
 
 def make_heads(layers: list[int], hidden: int, classes: int, width: int) -> dict[int, nn.Module]:
@@ -123,8 +137,7 @@ def _train_loop(model: MultiExit, params: list[dict], examples, cfg, enc, weight
                 continue
             b = enc(texts)
             out = model(torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask))
-            loss = sum(w * nn.functional.cross_entropy(out[k], y) for k, w in weights.items())
-            loss = loss / sum(weights.values())
+            loss = exit_loss(out, y, weights)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -180,14 +193,23 @@ def _all_heads(base, seqcls: bool, model_hf, family, classes: int, width: int) -
     return heads
 
 
+def _check_seqcls_labels(config, labels: tuple[str, ...], model_dir: Path) -> None:
+    """A classification checkpoint must predict exactly the dataset's labels, in the same order."""
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    if config.num_labels != len(labels) or not (generic or [n.lower() for n in names] == [x.lower() for x in labels]):
+        raise AssetError(f"{model_dir} classifies {names}, but the dataset's labels are {list(labels)}; "
+                         "set dataset.labels in the recipe to the checkpoint's label order")
+
+
 def train(recipe: Recipe, model_dir: Path, splits: Splits, ckpt: Path) -> dict:
     """Train per `recipe.training` and write the checkpoint dir `ckpt` atomically; returns train_info."""
     cfg, t0 = recipe.training, time.time()
     torch.manual_seed(cfg.seed)
     model_hf, family, base, seqcls = load_encoder(model_dir)
     num_layers, classes = base.config.num_hidden_layers, len(splits.labels)
-    if seqcls and model_hf.config.num_labels != classes:
-        raise AssetError(f"{model_dir} classifies {model_hf.config.num_labels} labels, the dataset has {classes}")
+    if seqcls:
+        _check_seqcls_labels(model_hf.config, splits.labels, model_dir)
     enc = text_encoder(model_dir, recipe.model.max_length)
     examples = splits.train[: cfg.max_train_examples or None]
     heads = _all_heads(base, seqcls, model_hf, family, classes, cfg.head_width)
