@@ -77,6 +77,8 @@ def test_batch_compaction_keeps_order(bert_artifact):
     one_by_one = [pipe.run([t], policy) for t in TEXTS]
     batched = pipe.run(TEXTS, policy, batch_size=len(TEXTS))
     rev = pipe.run(TEXTS[::-1], policy, batch_size=3)
+    unsorted = pipe.run(TEXTS, policy, batch_size=3, sort_by_length=False)
+    assert unsorted.labels == batched.labels and list(unsorted.exit_layers) == list(batched.exit_layers)
     assert [r.labels[0] for r in one_by_one] == batched.labels == rev.labels[::-1]
     assert [r.exit_layers[0] for r in one_by_one] == list(batched.exit_layers) == list(rev.exit_layers[::-1])
     np.testing.assert_allclose(np.concatenate([r.probabilities for r in one_by_one]), batched.probabilities,

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..manifest import Manifest
 from .graph import Graph
 from .policies import EntropyPolicy, FullDepth, PatiencePolicy, Policy, new_carry, softmax
-from .text import TextEncoder, check_texts
+from .text import TextEncoder
 
 
 @dataclass
@@ -68,60 +68,57 @@ class EarlyExitPipeline:
         return EntropyPolicy(p.threshold) if p else FullDepth()
 
     def run(self, texts: list[str], policy: Policy | None = None, batch_size: int = 32,
-            collect_all: bool = False, progress: bool = False) -> Result:
-        """Classify `texts`. `policy` defaults to the calibrated entropy threshold of the manifest.
-        `collect_all` runs every segment for every sample and returns each exit's logits (calibration)."""
+            collect_all: bool = False, progress: bool = False, sort_by_length: bool = True) -> Result:
+        """Classify `texts`; results come back in input order. `policy` defaults to the calibrated
+        entropy threshold of the manifest. `sort_by_length` groups texts of similar token length into
+        a batch (less padding). `collect_all` runs every segment for every sample and returns each
+        exit's logits (used by calibration)."""
         policy = self.default_policy if policy is None else policy
         if not isinstance(policy, (EntropyPolicy, PatiencePolicy, FullDepth)):
             raise InputError(f"policy must be EntropyPolicy, PatiencePolicy or FullDepth, got {policy!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
-        if collect_all:
-            policy = FullDepth()
         t0 = time.perf_counter()
-        nseg = len(self.graphs)
-        stats = Stats(segment_calls=[0] * nseg, segment_samples=[0] * nseg, exit_counts=[0] * nseg,
-                      segment_s=[0.0] * nseg)
-        check_texts(texts)
-        n = len(texts)
-        classes = len(self.manifest.labels)
-        logits_out = np.zeros((n, classes), np.float32)
-        exit_seg = np.zeros(n, np.int64)
-        all_logits = [np.zeros((n, classes), np.float32) for _ in range(nseg)] if collect_all else None
-        starts = range(0, n, batch_size)
-        for start in tqdm(starts, desc="classify", unit="batch", mininterval=5) if progress else starts:
-            self._run_chunk(texts[start:start + batch_size], start, policy, stats, logits_out, exit_seg, all_logits)
-        stats.samples, stats.total_s = n, time.perf_counter() - t0
-        if stats.truncated:
-            warnings.warn(f"{stats.truncated} of {n} texts were longer than {self.encoder.max_length} "
+        batch = self.encoder(texts)  # validates texts; [n, seq] int64 arrays
+        n, nseg, classes = len(texts), len(self.graphs), len(self.manifest.labels)
+        acc = _Accumulator(Stats(samples=n, truncated=sum(batch.truncated), segment_calls=[0] * nseg,
+                                 segment_samples=[0] * nseg, exit_counts=[0] * nseg, segment_s=[0.0] * nseg,
+                                 tokenize_s=time.perf_counter() - t0),
+                           np.zeros((n, classes), np.float32), np.zeros(n, np.int64),
+                           [np.zeros((n, classes), np.float32) for _ in range(nseg)] if collect_all else None)
+        lengths = batch.attention_mask.sum(1)
+        order = np.argsort(lengths, kind="stable") if sort_by_length else np.arange(n)
+        chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        for idx in tqdm(chunks, desc="classify", unit="batch", mininterval=5) if progress else chunks:
+            seq = int(lengths[idx].max())
+            self._run_chunk(idx, batch.input_ids[idx, :seq], batch.attention_mask[idx, :seq],
+                            FullDepth() if collect_all else policy, acc)
+        acc.stats.total_s = time.perf_counter() - t0
+        if acc.stats.truncated:
+            warnings.warn(f"{acc.stats.truncated} of {n} texts were longer than {self.encoder.max_length} "
                           "tokens and were truncated", stacklevel=2)
-        ids = logits_out.argmax(-1)
-        return Result([self.manifest.labels[i] for i in ids], ids, softmax(logits_out).astype(np.float32),
-                      np.array(self.exit_layers)[exit_seg], stats, all_logits)
+        ids = acc.logits.argmax(-1)
+        return Result([self.manifest.labels[i] for i in ids], ids, softmax(acc.logits).astype(np.float32),
+                      np.array(self.exit_layers)[acc.exit_seg], acc.stats, acc.all_logits)
 
-    def _run_chunk(self, texts, offset, policy, stats, logits_out, exit_seg, all_logits) -> None:
-        t = time.perf_counter()
-        batch = self.encoder(texts)
-        stats.tokenize_s += time.perf_counter() - t
-        stats.truncated += sum(batch.truncated)
-        x, mask = batch.input_ids, batch.attention_mask  # [b, seq] int64
-        idx = np.arange(len(texts)) + offset  # positions in the caller's list
-        carry = new_carry(len(texts))
-        last = len(self.graphs) - 1
+    def _run_chunk(self, idx: np.ndarray, x: np.ndarray, mask: np.ndarray, policy: Policy,
+                   acc: "_Accumulator") -> None:
+        """One batch through the segments; `idx` are the samples' positions in the caller's list."""
+        carry, last, stats = new_carry(len(idx)), len(self.graphs) - 1, acc.stats
         for i, graph in enumerate(self.graphs):
             t = time.perf_counter()
             out = graph(**dict(zip(self.input_names[i], (x, mask))))
             stats.segment_s[i] += time.perf_counter() - t
             stats.segment_calls[i] += 1
             stats.segment_samples[i] += len(idx)
-            hidden, logits = out[self.manifest.graphs[i].outputs[0].name], out["logits"]  # [b, seq, h], [b, c]
-            if all_logits is not None:
-                all_logits[i][idx] = logits
+            hidden, logits = out["hidden_states_out"], out["logits"]  # [b, seq, hidden], [b, classes]
+            if acc.all_logits is not None:
+                acc.all_logits[i][idx] = logits
             leave, carry = policy.decide(logits, carry)
             if i == last:
                 leave = np.ones(len(idx), dtype=bool)
-            logits_out[idx[leave]] = logits[leave]
-            exit_seg[idx[leave]] = i
+            acc.logits[idx[leave]] = logits[leave]
+            acc.exit_seg[idx[leave]] = i
             stats.exit_counts[i] += int(leave.sum())
             keep = ~leave
             if not keep.any():
@@ -129,3 +126,12 @@ class EarlyExitPipeline:
             idx, hidden, mask, carry = idx[keep], hidden[keep], mask[keep], carry[keep]
             seq = int(mask.sum(1).max())  # trailing padding no remaining sample needs
             x, mask = np.ascontiguousarray(hidden[:, :seq]), np.ascontiguousarray(mask[:, :seq])
+
+
+@dataclass
+class _Accumulator:
+    """Where chunks write their per-sample results (indexed by position in the caller's list)."""
+    stats: Stats
+    logits: np.ndarray  # [n, classes] logits of the head each sample left at
+    exit_seg: np.ndarray  # [n] segment index each sample left at
+    all_logits: list[np.ndarray] | None  # per segment [n, classes], with collect_all

@@ -157,13 +157,15 @@ def _train_loop(model: MultiExit, params: list[dict], examples, cfg, enc, weight
 def collect_logits(model: MultiExit, examples, enc, batch_size: int = 64, pooled: bool = False):
     """{layer: [n, classes]} (or pooled features) for every head of `model`, in example order."""
     model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text))  # similar lengths batch together
     out: dict[int, list] = {}
-    for texts, _ in tqdm(list(batches(examples, batch_size, None)), desc="forward", mininterval=5):
-        b = enc(texts)
+    for i in tqdm(range(0, len(order), batch_size), desc="forward", mininterval=5):
+        b = enc([examples[j].text for j in order[i:i + batch_size]])
         for k, v in model(torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask),
                           pooled_only=pooled).items():
             out.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in out.items()}
+    inverse = torch.argsort(torch.tensor(order))
+    return {k: torch.cat(v)[inverse] for k, v in out.items()}
 
 
 def _train_heads_frozen(model: MultiExit, layers: list[int], examples, cfg, enc) -> None:
