@@ -7,6 +7,7 @@ User mistakes (DynexportError) print one line on stderr and exit with status 2, 
 from __future__ import annotations
 
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,7 +20,7 @@ from .errors import DynexportError, RecipeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export transformers as segmented graphs and run them with dynamic execution.")
-console = Console()
+console = Console(width=max(100, Console().width))
 
 
 class WeightFormat(str, Enum):
@@ -136,20 +137,29 @@ def evaluate(
     m = pipe.manifest
     table = Table(title=f"{artifact} · {m.source.model_id} · exits {m.exits} · {backend.value} · "
                         f"{m.graphs[0].precision[backend.value]} · batch {batch_size} · {split} split")
-    for col in ("policy", "accuracy %", "wall s (median)", "speed-up", "mean exit layer", "exit share per segment"):
+    for col in ("policy", "accuracy %", "median s", "speed-up", "mean exit layer", "exit share by segment"):
         table.add_column(col)
     for r in table_rows:
         table.add_row(r.name, f"{r.accuracy:.2f}", f"{r.wall_s:.2f}", f"{r.speedup:.2f}x",
-                      f"{r.mean_exit_layer:.2f}", " / ".join(f"{f:.2f}" for f in r.exit_fractions))
+                      f"{r.mean_exit_layer:.2f}", "/".join(f"{f:.2f}" for f in r.exit_fractions))
     console.print(table)
     full, ee = table_rows[0], table_rows[1]
-    console.print(f"early exit: {ee.speedup:.2f}x faster, accuracy {full.accuracy - ee.accuracy:+.2f} pt drop "
-                  f"(threshold {m.policy.threshold:.4f}, n={full.segment_samples[0]})")
+    console.print(f"early exit: {ee.speedup:.2f}x faster than full depth, accuracy drop "
+                  f"{full.accuracy - ee.accuracy:.2f} pt (threshold {m.policy.threshold:.4f}, "
+                  f"n={full.segment_samples[0]}, {repeats} interleaved repeats)")
 
 
 def main() -> None:
+    """Entry point: runs the command; warnings are printed once each, as one line, at the end."""
     try:
-        app(standalone_mode=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                app(standalone_mode=False)
+            finally:
+                for w in caught:
+                    if issubclass(w.category, UserWarning):
+                        print(f"warning: {w.message}", file=sys.stderr)
     except DynexportError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
