@@ -131,10 +131,10 @@ def plot(runs: list[dict], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--exit-sets", nargs="+", default=["4,8", "2,4,6,8,10"])
+    ap.add_argument("--exit-sets", nargs="+", default=["4,8", "2,4,6,8,10", "1,2,3,4,5,6,7,8,9,10,11"])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     ap.add_argument("--backends", nargs="+", default=["openvino", "onnxruntime"])
-    ap.add_argument("--timing-samples", type=int, default=600)
+    ap.add_argument("--timing-samples", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sweep-samples", type=int, default=200)
     ap.add_argument("--sweep-repeats", type=int, default=1)
