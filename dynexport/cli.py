@@ -149,6 +149,72 @@ def evaluate(
                   f"n={full.segment_samples[0]}, {repeats} interleaved repeats)")
 
 
+@app.command()
+def speculative(
+    output: Annotated[Path, typer.Argument(help="artifact dir")] = Path("exported_models/smollm2-speculative"),
+    target: Annotated[Optional[str], typer.Option(help="target checkpoint dir [default: SmolLM2-135M-Instruct]")] = None,
+    draft: Annotated[Optional[Path], typer.Option(help="draft: a draft delta dir or a checkpoint dir")] = None,
+    weight_format: WeightFormat = WeightFormat.fp16,
+    num_draft_tokens: Annotated[str, typer.Option(help="default k: an integer or 'adaptive'")] = "adaptive",
+    formats: Annotated[str, typer.Option(help="backends to write graphs for")] = "openvino,onnxruntime",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
+):
+    """Export a target LM and its draft as KV-cached graphs for speculative decoding."""
+    from . import assets
+    from .export.speculative import DEFAULT_DRAFT, export
+
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    if not fmts or any(f not in ("openvino", "onnxruntime") for f in fmts):
+        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {formats!r}")
+    k = num_draft_tokens if num_draft_tokens == "adaptive" else _int_option("--num-draft-tokens", num_draft_tokens)
+    target_dir = assets.smollm2_dir() if target in (None, assets.SMOLLM2_ID) else Path(target)
+    m = export(target_dir, draft or DEFAULT_DRAFT, output, weight_format.value, k, overwrite, fmts)
+    ratio = m.defaults.get("draft_cost_ratio")
+    console.print(f"[green]wrote[/green] {output}: target {m.target.num_layers} layers, draft layers "
+                  f"{m.draft.source_layers} ({'full' if not m.draft.vocab_file else 'truncated'} vocabulary), "
+                  f"{m.weight_format}, " + (f"draft cost ratio {ratio:.3f}, " if ratio else "") +
+                  f"max parity error {max(m.parity.values()):.1e}")
+
+
+def _int_option(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise RecipeError(f"{flag} must be an integer or 'adaptive', got {value!r}") from None
+
+
+@app.command()
+def generate(
+    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport speculative`")],
+    prompt: Annotated[str, typer.Argument(help="prompt text (raw completion, no chat template)")],
+    max_new_tokens: int = 64,
+    sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy decoding")] = False,
+    temperature: float = 0.7,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    num_draft_tokens: Annotated[Optional[str], typer.Option(help="k, 0 = target alone, or 'adaptive'")] = None,
+    backend: Backend = Backend.openvino,
+    device: str = "CPU",
+):
+    """Stream a completion with speculative decoding and print its stats line."""
+    from .runtime import load
+    pipe = load(artifact, backend.value, device)
+    if pipe.manifest.method != "speculative":
+        raise RecipeError(f"{artifact} is a {pipe.manifest.method!r} artifact; `generate` needs a speculative one")
+    k = None if num_draft_tokens is None else (
+        num_draft_tokens if num_draft_tokens == "adaptive" else _int_option("--num-draft-tokens", num_draft_tokens))
+    out = sys.stdout
+    out.write(prompt)
+    r = pipe.generate(prompt, max_new_tokens, sample, temperature, top_k, top_p, seed, k,
+                      streamer=lambda piece: (out.write(piece), out.flush()))
+    s = r.stats
+    out.write("\n")
+    console.print(f"[dim]{s.new_tokens} tokens · TTFT {s.ttft_s * 1e3:.0f} ms · TPOT {s.tpot_s * 1e3:.1f} ms · "
+                  f"{s.tokens_per_s:.1f} tok/s · acceptance {s.acceptance_rate:.2f} · mean accepted length "
+                  f"{s.mean_accepted_length:.2f} · target/draft calls {s.target_calls}/{s.draft_calls}[/dim]")
+
+
 def main() -> None:
     """Entry point: runs the command; warnings are printed once each, as one line, at the end."""
     try:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .errors import IntegrityError, ManifestError
 
@@ -100,6 +100,60 @@ class Manifest(_M):
     parity: dict[str, float] = {}  # max |logits - torch| per backend, measured at export (fp32 only)
     files: dict[str, str] = Field(default_factory=dict)  # relative path → sha256, every file but this one
 
+    def referenced(self) -> list[str]:
+        return [self.tokenizer.file, *self.tokenizer.extra_files, *(f for g in self.graphs for f in g.files.values())]
+
+
+class LMGraph(_M):
+    """A causal-LM graph (target or draft) with its KV cache: explicit in ONNX, stateful in OpenVINO IR."""
+    name: str  # target | draft
+    files: dict[str, str]  # backend → file
+    inputs: list[TensorSpec]  # the explicit-KV signature (ONNX); OpenVINO holds past/present as state
+    outputs: list[TensorSpec]
+    kv_cache: dict[str, Literal["stateful", "explicit"]]  # backend → how the graph holds its KV cache
+    num_layers: int  # decoder layers in this graph
+    source_layers: list[int]  # which layers of the source model they are
+    kv_heads: int
+    head_dim: int
+    vocab_file: str | None = None  # .npy int64 [V']: full-vocabulary id of each output column (None = all)
+    precision: dict[str, str]
+    model_sha256: str  # of the weights the graph was built from
+
+
+class LMTokenizer(_M):
+    file: str  # tokenizer.json (tokenizers library)
+    extra_files: list[str] = []  # tokenizer_config.json, chat template, OpenVINO tokenizer/detokenizer IR
+    openvino_tokenizer: str | None = None
+    openvino_detokenizer: str | None = None
+    sha256: str  # of tokenizer.json: draft and target must share it
+    vocab_size: int
+    eos_ids: list[int]
+    max_context: int  # prompt + generated tokens
+
+
+class SpeculativeManifest(_M):
+    schema_version: int = SCHEMA_VERSION
+    method: Literal["speculative"]
+    created_utc: str
+    weight_format: str
+    tokenizer: LMTokenizer
+    target: LMGraph
+    draft: LMGraph
+    defaults: dict[str, int | float | str]  # generation defaults (num_draft_tokens, ...)
+    source: dict  # target / draft ids, sha256s, draft training summary
+    versions: dict[str, str]
+    parity: dict[str, float] = {}  # max |logits - torch| per graph and backend, measured at export
+    files: dict[str, str] = Field(default_factory=dict)
+
+    def referenced(self) -> list[str]:
+        graphs = [f for g in (self.target, self.draft) for f in g.files.values()]
+        vocab = [g.vocab_file for g in (self.target, self.draft) if g.vocab_file]
+        return [self.tokenizer.file, *self.tokenizer.extra_files, *graphs, *vocab]
+
+
+AnyManifest = Annotated[Union[Manifest, SpeculativeManifest], Field(discriminator="method")]
+_ADAPTER = TypeAdapter(AnyManifest)
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -128,14 +182,14 @@ def hash_tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
-def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+def write_manifest(root: Path, manifest):
     """Fill `files` with the sha256 of everything in `root` and write manifest.json."""
     m = manifest.model_copy(update={"files": hash_tree(root)})
     (root / MANIFEST).write_text(m.model_dump_json(indent=1))
     return m
 
 
-def read_manifest(root: Path, verify: bool = True) -> Manifest:
+def read_manifest(root: Path, verify: bool = True) -> Manifest | SpeculativeManifest:
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():
@@ -149,13 +203,11 @@ def read_manifest(root: Path, verify: bool = True) -> Manifest:
         raise ManifestError(f"{path}: schema_version {version!r} is not supported (this dynexport reads "
                             f"{SCHEMA_VERSION}); re-export the artifact with this version")
     try:
-        m = Manifest.model_validate(raw)
+        m = _ADAPTER.validate_python(raw)
     except ValidationError as e:
         errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:5])
         raise ManifestError(f"{path} is malformed: {errs}") from None
-    referenced = [m.tokenizer.file, *m.tokenizer.extra_files,
-                  *(f for g in m.graphs for f in g.files.values())]
-    for rel in referenced:
+    for rel in m.referenced():
         if rel not in m.files:
             raise ManifestError(f"{path}: {rel!r} is used but has no sha256 in `files`")
     if verify:

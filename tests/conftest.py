@@ -116,3 +116,80 @@ def bert_artifact(tiny):
 @pytest.fixture(scope="session")
 def mpnet_artifact(tiny):
     return export_tiny(tiny, "mpnet", "mpnet-fp32")
+
+
+# ---- tiny causal LMs for speculative decoding ----
+
+LM_TEXT = ("the cat sat on the mat . the dog ran to the park . a bird sang in the tree . "
+           "we read the book and the cat slept . 1 2 3 4 5 6 7 8 9 10 . def f ( x ) : return x + 1 \n")
+
+
+def make_tiny_llama(path: Path, layers: int = 3, seed: int = 0, vocab_size: int = 300,
+                    tokenizer_text: str = LM_TEXT, train_steps: int = 60) -> Path:
+    """A tiny LlamaForCausalLM (hidden 64, GQA 4/2 heads, tied head) briefly trained on `tokenizer_text`,
+    with a byte-level BPE tokenizer trained on the same text."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([tokenizer_text] * 4, trainer)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                     unk_token="<|endoftext|>", pad_token="<|im_end|>")
+    hf_tok.save_pretrained(path)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                         rope_theta=10000.0)
+    model = LlamaForCausalLM(config)
+    if train_steps:  # a little language modelling: diverse, confident next-token distributions
+        ids = torch.tensor(hf_tok(tokenizer_text * 8)["input_ids"])
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for step in range(train_steps):
+            starts = torch.randint(0, len(ids) - 33, (16,))
+            batch = torch.stack([ids[s:s + 33] for s in starts])
+            loss = model(batch[:, :-1], labels=batch[:, :-1]).loss
+            opt.zero_grad(), loss.backward(), opt.step()
+    model.save_pretrained(path)
+    return path
+
+
+def make_draft_delta(path: Path, target: Path, layers=(0,), vocab: int | None = 200, lora_rank: int = 4) -> Path:
+    """A draft delta (draft.json + draft.safetensors) over `target`: kept layers, truncated vocab, LoRA."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from dynexport.manifest import sha256_file
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(1)
+    tensors = {}
+    if vocab:
+        tensors["vocab_ids"] = torch.arange(vocab, dtype=torch.int64)
+    for j in range(len(layers)):
+        tensors[f"layers.{j}.wq.lora_A"] = torch.randn(lora_rank, 64) * 0.1
+        tensors[f"layers.{j}.wq.lora_B"] = torch.randn(64, lora_rank) * 0.1
+    save_file(tensors, str(path / "draft.safetensors"))
+    (path / "draft.json").write_text(json.dumps({
+        "format": "dynexport-draft", "version": 1, "target_sha256": sha256_file(target / "model.safetensors"),
+        "layers": list(layers), "lora_scale": 1.0}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """Paths: target (3-layer random Llama), draft (delta: its layer 0, 200-token vocab), artifact."""
+    from dynexport.export.speculative import export
+    root = tmp_path_factory.mktemp("tiny_lm")
+    target = make_tiny_llama(root / "target")
+    draft = make_draft_delta(root / "draft", target)
+    art = root / "artifacts" / "spec"
+    export(target, draft, art, weight_format="fp32")
+    return {"target": target, "draft": draft, "artifact": art, "root": root}

@@ -8,8 +8,6 @@ exported graphs themselves → manifest → atomic rename into the output dir.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata as md
-import platform
 import shutil
 from pathlib import Path
 
@@ -26,24 +24,10 @@ from ..errors import RecipeError
 from ..recipe import Recipe, validate_exits
 from ..runtime import load
 from ..train.bert_exits import ensure_tokenizer_json, ensure_trained, load_trained
-from .common import atomic_output_dir, export_onnx, onnx_to_openvino
+from .common import atomic_output_dir, export_onnx, library_versions, onnx_to_openvino
 from .encoder_segments import Segment, family_of, segments_for
 
 FORMATS = {"openvino": "xml", "onnxruntime": "onnx"}
-VERSIONED = ("torch", "transformers", "openvino", "onnx", "onnxscript", "onnxruntime", "nncf", "peft",
-             "tokenizers", "numpy", "dynexport")
-
-
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def _specs(first: bool, hidden: int, classes: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
     x = TensorSpec(name="input_ids", dtype="int64", shape=["batch", "seq"]) if first else \
         TensorSpec(name="hidden_states", dtype="float32", shape=["batch", "seq", hidden])

@@ -7,8 +7,10 @@ everything (graphs, manifest, calibration) is done, so an interrupted export lea
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata as md
 import logging
 import os
+import platform
 import shutil
 import tempfile
 import warnings
@@ -17,6 +19,19 @@ from pathlib import Path
 import torch
 
 from ..errors import DynexportError
+
+VERSIONED = ("torch", "transformers", "openvino", "onnx", "onnxscript", "onnxruntime", "nncf", "peft",
+             "tokenizers", "openvino-tokenizers", "numpy", "dynexport")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 @contextlib.contextmanager
@@ -45,12 +60,15 @@ def _quiet_exporter() -> None:
 
 
 def export_onnx(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str],
-                output_names: list[str], dynamic: dict[str, dict[int, str]]) -> None:
-    """torch module → single-file ONNX via torch.export (dynamo); `dynamic`: input → {axis: name}."""
+                output_names: list[str], dynamic: dict[str, dict[int, str]] | None = None,
+                shapes: tuple | None = None) -> None:
+    """torch module → single-file ONNX via torch.export (dynamo); `dynamic`: input → {axis: name},
+    or `shapes`: torch.export dynamic_shapes given directly (for modules with *args)."""
     _quiet_exporter()
-    dims: dict[str, torch.export.Dim] = {}
-    shapes = tuple({ax: dims.setdefault(n, torch.export.Dim(n)) for ax, n in dynamic.get(name, {}).items()}
-                   for name in input_names)
+    if shapes is None:
+        dims: dict[str, torch.export.Dim] = {}
+        shapes = tuple({ax: dims.setdefault(n, torch.export.Dim(n)) for ax, n in dynamic.get(name, {}).items()}
+                       for name in input_names)
     module.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

@@ -11,13 +11,15 @@ from ..errors import InputError, ManifestError
 from ..manifest import read_manifest
 from .early_exit import EarlyExitPipeline, Result, Stats
 from .graph import BACKENDS
-from .policies import EntropyPolicy, FullDepth, PatiencePolicy
+from .policies import AdaptiveDraft, EntropyPolicy, FixedDraft, FullDepth, PatiencePolicy
+from .speculative import GenResult, GenStats, SpeculativePipeline
 
-__all__ = ["load", "EarlyExitPipeline", "Result", "Stats", "EntropyPolicy", "PatiencePolicy", "FullDepth"]
+__all__ = ["load", "EarlyExitPipeline", "Result", "Stats", "EntropyPolicy", "PatiencePolicy", "FullDepth",
+           "SpeculativePipeline", "GenResult", "GenStats", "FixedDraft", "AdaptiveDraft"]
 
 
 def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU",
-         threads: int | None = None) -> EarlyExitPipeline:
+         threads: int | None = None) -> EarlyExitPipeline | SpeculativePipeline:
     """Verify the artifact (manifest schema, paths, sha256 of every file) and compile its graphs."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
@@ -27,4 +29,6 @@ def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU
     manifest = read_manifest(root)
     if manifest.method == "bert_exits":
         return EarlyExitPipeline(root, manifest, backend, device, threads)
+    if manifest.method == "speculative":
+        return SpeculativePipeline(root, manifest, backend, device, threads)
     raise ManifestError(f"{root}: unknown method {manifest.method!r}")  # pragma: no cover (schema-checked)

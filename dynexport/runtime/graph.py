@@ -16,7 +16,8 @@ BACKENDS = ("openvino", "onnxruntime")
 
 
 class Graph:
-    def __init__(self, path: Path, backend: str, device: str = "CPU", threads: int | None = None):
+    def __init__(self, path: Path, backend: str, device: str = "CPU", threads: int | None = None,
+                 ov_config: dict | None = None):
         if backend not in BACKENDS:
             raise InputError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
         self.backend, self.path = backend, path
@@ -31,6 +32,7 @@ class Graph:
                 config["INFERENCE_PRECISION_HINT"] = "f32"
                 if threads:
                     config["INFERENCE_NUM_THREADS"] = int(threads)
+            config.update(ov_config or {})
             self._compiled = core.compile_model(str(path), device, config)
             self._request = self._compiled.create_infer_request()
             self.output_names = [o.get_any_name() for o in self._compiled.outputs]
@@ -43,6 +45,16 @@ class Graph:
                 opts.intra_op_num_threads = int(threads)
             self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def reset_state(self) -> None:
+        """Clear a stateful OpenVINO graph's variables (its KV cache)."""
+        self._request.reset_state()
+
+    def map_states(self, fn) -> None:
+        """Replace each OpenVINO state variable's value v with fn(v) (numpy in, numpy out)."""
+        import openvino as ov
+        for state in self._request.query_state():
+            state.state = ov.Tensor(fn(state.state.data))
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         if self.backend == "openvino":

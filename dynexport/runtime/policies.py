@@ -68,3 +68,53 @@ class FullDepth:
 
 
 Policy = EntropyPolicy | PatiencePolicy | FullDepth
+
+
+# ---- draft-length policies (speculative decoding) ----
+
+def expected_tokens(alpha: float, k: int) -> float:
+    """Expected tokens per round with k drafts and per-token acceptance alpha: (1 − α^{k+1}) / (1 − α)."""
+    return float(k + 1) if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
+
+
+def best_k(alpha: float, cost_ratio: float, k_max: int, verify_slope: float = 0.0) -> int:
+    """k maximising expected tokens per unit time: E[tokens] / (k·c + 1 + slope·k), time in target calls."""
+    speed = [expected_tokens(alpha, k) / (k * cost_ratio + 1 + verify_slope * k) for k in range(k_max + 1)]
+    return int(np.argmax(speed))
+
+
+@dataclass(frozen=True)
+class FixedDraft:
+    k: int
+
+    def next_k(self) -> int:
+        return self.k
+
+    def update(self, k: int, accepted: int) -> None:
+        pass
+
+
+@dataclass
+class AdaptiveDraft:
+    """k from the running acceptance estimate: α̂ = accepted / (accepted + rejections), exponentially
+    decayed, with a prior of `prior_alpha` worth `prior_weight` trials; k = best_k(α̂, c)."""
+
+    cost_ratio: float = 0.15  # draft call time / target single-token call time (measured at export)
+    verify_slope: float = 0.02  # extra target time per verified token, in target calls
+    k_max: int = 8
+    decay: float = 0.9
+    prior_alpha: float = 0.6
+    prior_weight: float = 4.0
+    accepted: float = 0.0
+    trials: float = 0.0
+
+    def alpha(self) -> float:
+        return (self.accepted + self.prior_alpha * self.prior_weight) / (self.trials + self.prior_weight)
+
+    def next_k(self) -> int:
+        return max(1, best_k(self.alpha(), self.cost_ratio, self.k_max, self.verify_slope))
+
+    def update(self, k: int, accepted: int) -> None:
+        """A round drafted k and accepted `accepted`: that is `accepted` successes and one failure if < k."""
+        self.accepted = self.decay * self.accepted + accepted
+        self.trials = self.decay * self.trials + accepted + (1 if accepted < k else 0)

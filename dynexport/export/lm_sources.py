@@ -1,0 +1,104 @@
+"""Build the torch `KVLlama` modules that get exported: a target checkpoint dir, or a draft.
+
+A draft is either a full HF Llama checkpoint that shares the target's tokenizer, or a *draft delta*
+made by `scripts/train_draft.py` on top of the target (small enough to commit):
+
+    draft.json         {"format": "dynexport-draft", "version": 1, "target_sha256": ..., "layers": [...],
+                        "lora_scale": s, "training": {...}}
+    draft.safetensors  vocab_ids [V'] int64 (optional: truncated output vocabulary),
+                       layers.{j}.{attr}.lora_A [r, in] / .lora_B [out, r] (optional low-rank deltas),
+                       layers.{j}.ln1 / ln2, norm (optional replacements)
+
+The draft keeps `layers` of the target (its embedding and tied LM head are the target's, frozen).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import AssetError, ModelTypeError
+from ..manifest import sha256_file
+from .llama import MATRICES, KVLlama, LlamaCfg
+
+DRAFT_FORMAT, DRAFT_VERSION = "dynexport-draft", 1
+
+
+@dataclass(frozen=True)
+class LMSource:
+    module: KVLlama
+    sha256: str  # of the weights file(s) it was built from
+    tokenizer_dir: Path
+    vocab_ids: torch.Tensor | None  # [V'] full id of each output column, None = full vocabulary
+    info: dict
+
+
+def read_checkpoint(path: Path) -> tuple[LlamaCfg, dict[str, torch.Tensor], str, int]:
+    """A local HF Llama checkpoint dir → (cfg, fp32 state dict, sha256 of model.safetensors, num layers)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    path = Path(path)
+    weights = path / "model.safetensors"
+    if not (path / "config.json").is_file() or not weights.is_file():
+        raise AssetError(f"{path} is not a checkpoint dir with config.json and model.safetensors")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    if config.model_type != "llama":
+        raise ModelTypeError(f"{path}: model type {config.model_type!r} is not supported for speculative "
+                             "decoding; only Llama-architecture causal LMs (e.g. SmolLM2)")
+    if not (path / "tokenizer.json").is_file():
+        raise AssetError(f"{path} has no tokenizer.json (a fast tokenizer is required)")
+    sd = {k: v.float() for k, v in load_file(str(weights)).items()}
+    return LlamaCfg.from_hf(config), sd, sha256_file(weights), int(config.num_hidden_layers)
+
+
+def target_source(path: Path) -> LMSource:
+    cfg, sd, sha, n = read_checkpoint(path)
+    return LMSource(KVLlama(cfg, sd, list(range(n))).eval(), sha, Path(path), None,
+                    {"kind": "checkpoint", "path": str(path), "layers": n})
+
+
+def draft_source(path: Path, target_dir: Path) -> LMSource:
+    """A draft delta dir (draft.json) applied to the target, or a full checkpoint dir of its own."""
+    path = Path(path)
+    if (path / "draft.json").is_file():
+        cfg, sd, sha, _ = read_checkpoint(target_dir)
+        return apply_draft_delta(path, cfg, sd, sha, Path(target_dir))
+    cfg, sd, sha, n = read_checkpoint(path)
+    return LMSource(KVLlama(cfg, sd, list(range(n))).eval(), sha, path, None,
+                    {"kind": "checkpoint", "path": str(path), "layers": n})
+
+
+def apply_draft_delta(path: Path, cfg: LlamaCfg, target_sd: dict, target_sha: str, target_dir: Path) -> LMSource:
+    from safetensors.torch import load_file
+
+    spec = json.loads((path / "draft.json").read_text())
+    if spec.get("format") != DRAFT_FORMAT or spec.get("version") != DRAFT_VERSION:
+        raise AssetError(f"{path}/draft.json is not a {DRAFT_FORMAT} v{DRAFT_VERSION} file")
+    if spec["target_sha256"] != target_sha:
+        raise AssetError(f"draft {path} was trained for another target (sha256 {spec['target_sha256'][:12]}…, "
+                         f"this target is {target_sha[:12]}…)")
+    delta = load_file(str(path / "draft.safetensors"))
+    vocab = delta.get("vocab_ids")
+    module = KVLlama(cfg, target_sd, spec["layers"], vocab_ids=vocab).eval()
+    merge_delta(module, delta, float(spec.get("lora_scale", 1.0)))
+    sha = sha256_file(path / "draft.safetensors")
+    return LMSource(module, sha, target_dir, vocab, {"kind": "delta", "path": str(path), **spec})
+
+
+@torch.no_grad()
+def merge_delta(module: KVLlama, delta: dict[str, torch.Tensor], scale: float) -> None:
+    """Fold LoRA deltas (W += scale·B@A) and norm replacements into the module's weights."""
+    for j, layer in enumerate(module.layers):
+        for attr in MATRICES:
+            a, b = delta.get(f"layers.{j}.{attr}.lora_A"), delta.get(f"layers.{j}.{attr}.lora_B")
+            if a is not None:
+                getattr(layer, attr).add_(scale * (b.float() @ a.float()))
+        for attr in ("ln1", "ln2"):
+            if f"layers.{j}.{attr}" in delta:
+                getattr(layer, attr).copy_(delta[f"layers.{j}.{attr}"].float())
+    if "norm" in delta:
+        module.norm.copy_(delta["norm"].float())

@@ -1,0 +1,271 @@
+"""Speculative decoding on a tiny trained Llama: export parity, KV rollback, greedy == target token for
+token, exact sampling (chi-square, and a broken rule must fail), policies, bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dynexport.errors import AssetError, DynexportError, InputError, ModelTypeError
+from dynexport.runtime import load
+from dynexport.runtime import speculative as spec_mod
+from dynexport.runtime.kv import LMSession
+from dynexport.runtime.policies import AdaptiveDraft, best_k, expected_tokens
+from dynexport.runtime.sampling import SamplingCfg, warp
+
+from conftest import make_draft_delta, make_tiny_llama
+
+BACKENDS = ["openvino", "onnxruntime"]
+PROMPT = "the cat sat"
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def pipe(request, tiny_lm):
+    return load(tiny_lm["artifact"], request.param)
+
+
+def test_manifest_and_parity(tiny_lm):
+    m = json.loads((tiny_lm["artifact"] / "manifest.json").read_text())
+    assert m["method"] == "speculative"
+    assert m["target"]["kv_cache"] == {"openvino": "stateful", "onnxruntime": "explicit"}
+    assert m["draft"]["source_layers"] == [0] and m["draft"]["vocab_file"] == "draft_vocab.npy"
+    assert m["target"]["num_layers"] == 3 and m["tokenizer"]["eos_ids"] == [2]
+    assert set(m["parity"]) == {"target/openvino", "target/onnxruntime", "draft/openvino", "draft/onnxruntime"}
+    assert max(m["parity"].values()) < 1e-4, m["parity"]  # includes a masked (rolled back) chain
+    assert 0 < m["defaults"]["draft_cost_ratio"] < 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_target_only_equals_transformers_greedy(tiny_lm, backend):
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    tok = AutoTokenizer.from_pretrained(tiny_lm["target"])
+    hf = LlamaForCausalLM.from_pretrained(tiny_lm["target"]).eval()
+    ids = torch.tensor([tok.encode(PROMPT, add_special_tokens=False)])
+    ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False,
+                      eos_token_id=None, pad_token_id=2)[0, ids.shape[1]:].tolist()
+    got = load(tiny_lm["artifact"], backend).generate(PROMPT, max_new_tokens=30, num_draft_tokens=0, ignore_eos=True)
+    assert got.tokens == ref
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 7, "adaptive"])
+def test_greedy_speculative_equals_target_greedy(pipe, k):
+    ref = pipe.generate(PROMPT, max_new_tokens=48, num_draft_tokens=0, ignore_eos=True)
+    got = pipe.generate(PROMPT, max_new_tokens=48, num_draft_tokens=k, ignore_eos=True)
+    assert got.tokens == ref.tokens and got.text == ref.text
+    s = got.stats
+    assert s.new_tokens == 48 and s.target_calls < 48 + 1  # fewer target calls than tokens+prefill
+    assert 0 <= s.acceptance_rate <= 1 and s.draft_calls > 0
+    assert s.mean_accepted_length == pytest.approx(1 + s.accepted / len(s.draft_lengths))
+
+
+def test_greedy_with_cache_compaction(tiny_lm):
+    pipe = load(tiny_lm["artifact"], "openvino")
+    ref = pipe.generate(PROMPT, max_new_tokens=40, num_draft_tokens=0, ignore_eos=True)
+    pipe.target.compact_after = pipe.draft.compact_after = 2  # compact after almost every rejection
+    got = pipe.generate(PROMPT, max_new_tokens=40, num_draft_tokens=5, ignore_eos=True)
+    assert got.tokens == ref.tokens
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kv_rollback_matches_fresh_computation(tiny_lm, backend):
+    """Rejected tokens masked (and the cache compacted) give the same logits as never feeding them."""
+    m = load(tiny_lm["artifact"], backend).manifest
+    ids = list(range(5, 25))
+    fresh = LMSession(tiny_lm["artifact"], m.target, backend)
+    ref = fresh.forward(ids)
+    for compact_after in (1000, 1):
+        s = LMSession(tiny_lm["artifact"], m.target, backend, compact_after=compact_after)
+        s.forward(ids[:8]), s.commit(8)
+        s.forward([ids[8], 77, 78, 79]), s.commit(1)  # 3 rejected drafts
+        s.forward([ids[9], 50]), s.commit(1)
+        s.forward([ids[10]]), s.commit(1)
+        s.forward([99]), s.commit(1)
+        s.discard_last(1)  # a draft token fed alone, then rejected
+        got = s.forward(ids[11:])
+        assert s.length == 11 and np.abs(got - ref[11:]).max() < 1e-4
+
+
+def test_streaming_and_eos(tiny_lm):
+    pipe = load(tiny_lm["artifact"], "openvino")
+    pieces = []
+    r = pipe.generate(PROMPT, max_new_tokens=30, num_draft_tokens=3, streamer=pieces.append, ignore_eos=True)
+    assert "".join(pieces) == r.text and len(pieces) > 1
+    # EOS stops generation (and is not part of the output) when ignore_eos is off
+    sampled = [pipe.generate(PROMPT, max_new_tokens=60, do_sample=True, seed=s, num_draft_tokens=3) for s in range(30)]
+    assert all(2 not in g.tokens for g in sampled)
+
+
+def test_sampling_is_deterministic_per_seed(pipe):
+    a = pipe.generate(PROMPT, max_new_tokens=20, do_sample=True, temperature=0.8, seed=7, num_draft_tokens=3)
+    b = pipe.generate(PROMPT, max_new_tokens=20, do_sample=True, temperature=0.8, seed=7, num_draft_tokens=3)
+    assert a.tokens == b.tokens
+
+
+# ---- exactness of speculative sampling ----
+
+def _target_dists(pipe, cfg: SamplingCfg):
+    """Exact first-token distribution p1 [V] and second-token distributions p2[x1] of the target."""
+    ids = pipe.encode(PROMPT)
+    s = pipe.target
+    s.reset()
+    p1 = warp(s.forward(ids)[-1], cfg)
+    s.commit(len(ids))
+    p2 = {}
+    for x1 in np.flatnonzero(p1):
+        p2[int(x1)] = warp(s.forward([int(x1)])[-1], cfg)
+        s.commit(0)  # masked: the cache stays at the prompt
+    return p1, p2
+
+
+def _pvalue(expected: dict, observed: dict, n: int) -> float:
+    """Chi-square goodness of fit; cells expected < 5 times are pooled into one 'other' cell."""
+    keys = [key for key, e in expected.items() if e * n >= 5]
+    obs = [observed.get(key, 0) for key in keys]
+    exp = [expected[key] * n for key in keys]
+    obs_other, exp_other = n - sum(obs), n - sum(exp)
+    if exp_other > 1e-6 * n:
+        obs, exp = obs + [obs_other], exp + [exp_other]
+    elif obs_other:
+        return 0.0  # outcomes the target gives probability 0
+    if len(obs) == 1:
+        return 1.0  # a single possible outcome, and only it was observed
+    return float(stats.chisquare(obs, np.array(exp) * sum(obs) / sum(exp)).pvalue)
+
+
+def _chi_square_pvalue(pipe, n: int, k: int, cfg: SamplingCfg) -> tuple[float, float]:
+    """p-values of the first-token and the two-token distribution of n speculative samples vs the target."""
+    p1, p2 = _target_dists(pipe, cfg)
+    first, pairs = {}, {}
+    for seed in range(n):
+        t = pipe.generate(PROMPT, max_new_tokens=2, do_sample=True, temperature=cfg.temperature,
+                          top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, num_draft_tokens=k, ignore_eos=True).tokens
+        first[t[0]] = first.get(t[0], 0) + 1
+        pairs[tuple(t)] = pairs.get(tuple(t), 0) + 1
+    exp1 = {int(i): float(p1[i]) for i in np.flatnonzero(p1)}
+    exp2 = {(a, int(b)): float(p1[a] * p2[a][b]) for a in p2 for b in np.flatnonzero(p2[a])}
+    return _pvalue(exp1, first, n), _pvalue(exp2, pairs, n)
+
+
+SAMPLING = SamplingCfg(do_sample=True, temperature=1.0, top_k=8)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_speculative_sampling_keeps_target_distribution(tiny_lm, k):
+    pipe = load(tiny_lm["artifact"], "onnxruntime")
+    p_first, p_pair = _chi_square_pvalue(pipe, 3000, k, SAMPLING)
+    assert p_first > 1e-3 and p_pair > 1e-3, (p_first, p_pair)
+
+
+def test_top_p_temperature_sampling_keeps_target_distribution(tiny_lm):
+    pipe = load(tiny_lm["artifact"], "onnxruntime")
+    cfg = SamplingCfg(do_sample=True, temperature=0.7, top_p=0.9)
+    p_first, p_pair = _chi_square_pvalue(pipe, 3000, 2, cfg)
+    assert p_first > 1e-3 and p_pair > 1e-3, (p_first, p_pair)
+
+
+@pytest.mark.parametrize("broken", ["accept_always", "resample_from_p"])
+def test_broken_rejection_rule_fails_the_test(tiny_lm, monkeypatch, broken):
+    def accept_always(p, q, token, rng):
+        return True, token
+
+    def resample_from_p(p, q, token, rng):  # right acceptance test, wrong residual
+        if q[token] > 0 and rng.random() * q[token] < p[token]:
+            return True, token
+        return False, spec_mod.sample(p, rng)
+
+    monkeypatch.setattr(spec_mod, "accept_or_resample", {"accept_always": accept_always,
+                                                         "resample_from_p": resample_from_p}[broken])
+    pipe = load(tiny_lm["artifact"], "onnxruntime")
+    p_first, p_pair = _chi_square_pvalue(pipe, 3000, 3, SAMPLING)
+    assert min(p_first, p_pair) < 1e-4, (p_first, p_pair)
+
+
+# ---- policies and sampling helpers ----
+
+def test_draft_length_policy():
+    assert expected_tokens(0.0, 4) == 1 and expected_tokens(1.0, 4) == 5
+    assert best_k(0.9, 0.05, 8) > best_k(0.5, 0.05, 8) >= best_k(0.2, 0.3, 8)
+    assert best_k(0.1, 0.5, 8) == 0  # a useless draft is not worth calling
+    pol = AdaptiveDraft(cost_ratio=0.1)
+    k0 = pol.next_k()
+    for _ in range(20):
+        pol.update(pol.next_k(), pol.next_k())  # everything accepted
+    assert pol.next_k() > k0 and pol.alpha() > 0.9
+    for _ in range(60):
+        pol.update(pol.next_k(), 0)
+    assert pol.next_k() == 1 and pol.alpha() < 0.2
+
+
+def test_warp_top_k_top_p():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert np.allclose(warp(logits, SamplingCfg(True, 1.0, top_k=2)), [0.625, 0.375, 0, 0])
+    assert np.allclose(warp(logits, SamplingCfg(True, 1.0, top_p=0.75)), [0.625, 0.375, 0, 0])
+    assert np.allclose(warp(logits, SamplingCfg(True, 1.0, top_p=0.85)), np.array([0.5, 0.3, 0.15, 0]) / 0.95)
+    assert np.array_equal(warp(logits, SamplingCfg()), [1, 0, 0, 0])
+
+
+# ---- bad input ----
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"prompt": ""}, "prompt is empty"),
+    ({"prompt": "   "}, "prompt is empty"),
+    ({"prompt": 12}, "prompt must be a string"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be a positive integer"),
+    ({"max_new_tokens": -3}, "max_new_tokens must be a positive integer"),
+    ({"do_sample": True, "temperature": -1.0}, "temperature must be ≥ 0"),
+    ({"do_sample": True, "top_p": 0.0}, "top_p must be in (0, 1]"),
+    ({"num_draft_tokens": 99}, "num_draft_tokens must be"),
+    ({"num_draft_tokens": "fast"}, "num_draft_tokens must be"),
+    ({"prompt": "the cat " * 80}, "exceeds the context"),
+    ({"max_new_tokens": 500}, "exceeds the context"),
+])
+def test_bad_generation_input(tiny_lm, kwargs, message):
+    pipe = load(tiny_lm["artifact"], "onnxruntime")
+    args = {"prompt": PROMPT, **kwargs}
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+        pipe.generate(args.pop("prompt"), **args)
+
+
+def test_export_refuses_mismatched_draft(tiny_lm, tmp_path):
+    from dynexport.export.speculative import export
+    other = make_tiny_llama(tmp_path / "other", layers=1, tokenizer_text="completely different words here " * 9,
+                            train_steps=0)
+    with pytest.raises(AssetError, match="differs from the target"):
+        export(tiny_lm["target"], other, tmp_path / "a")
+    foreign = make_draft_delta(tmp_path / "foreign", other, layers=(0,), vocab=None)
+    with pytest.raises(AssetError, match="trained for another target"):
+        export(tiny_lm["target"], foreign, tmp_path / "b")
+    with pytest.raises(DynexportError, match="weight-format"):
+        export(tiny_lm["target"], tiny_lm["draft"], tmp_path / "c", weight_format="int2")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_export_refuses_unknown_model_type(tiny, tiny_lm, tmp_path):
+    from dynexport.export.speculative import export
+    with pytest.raises(ModelTypeError, match="only Llama"):
+        export(tiny["bert"], tiny_lm["draft"], tmp_path / "a")
+
+
+# ---- CLI ----
+
+def test_cli_speculative_and_generate(tiny_lm, tmp_path):
+    from test_cli import run
+    out = tmp_path / "art"
+    p = run("speculative", out, "--target", tiny_lm["target"], "--draft", tiny_lm["draft"], "--weight-format", "fp32",
+            "--formats", "onnxruntime", "--num-draft-tokens", "3")
+    assert p.returncode == 0, p.stderr
+    assert "wrote" in p.stdout and "draft layers [0]" in " ".join(p.stdout.split())
+    p = run("generate", out, PROMPT, "--max-new-tokens", "12", "--backend", "onnxruntime")
+    assert p.returncode == 0, p.stderr
+    ref = load(tiny_lm["artifact"], "onnxruntime").generate(PROMPT, max_new_tokens=12, num_draft_tokens=0)
+    assert p.stdout.startswith(PROMPT + ref.text) and "tok/s" in p.stdout and "acceptance" in p.stdout
+    p = run("generate", out, PROMPT, "--max-new-tokens", "0", "--backend", "onnxruntime")
+    assert p.returncode == 2 and "error: max_new_tokens must be a positive integer" in p.stderr
+    p = run("generate", out, "", "--backend", "onnxruntime")
+    assert p.returncode == 2 and "error: prompt is empty" in p.stderr
+    p = run("speculative", tmp_path / "x", "--target", tiny_lm["target"], "--draft", tmp_path / "missing")
+    assert p.returncode == 2 and "draft dir" in p.stderr and not (tmp_path / "x").exists()
