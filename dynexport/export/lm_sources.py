@@ -102,3 +102,30 @@ def merge_delta(module: KVLlama, delta: dict[str, torch.Tensor], scale: float) -
                 getattr(layer, attr).copy_(delta[f"layers.{j}.{attr}"].float())
     if "norm" in delta:
         module.norm.copy_(delta["norm"].float())
+
+
+def save_hf_checkpoint(module: KVLlama, target_dir: Path, out: Path) -> Path:
+    """A KVLlama as a plain transformers Llama checkpoint (full tied vocabulary) + the target's tokenizer,
+    so other runtimes (openvino_genai's draft_model) can load the same draft layers and weights."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(target_dir)
+    config.num_hidden_layers = len(module.layers)
+    config.tie_word_embeddings = True
+    sd = {"model.embed_tokens.weight": module.embed, "model.norm.weight": module.norm}
+    for j, layer in enumerate(module.layers):
+        p = f"model.layers.{j}."
+        sd[p + "input_layernorm.weight"], sd[p + "post_attention_layernorm.weight"] = layer.ln1, layer.ln2
+        for attr, name in MATRICES.items():
+            sd[p + name] = getattr(layer, attr)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out)
+    save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (target_dir / f).is_file():
+            shutil.copy2(target_dir / f, out / f)
+    return out

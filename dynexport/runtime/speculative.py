@@ -112,9 +112,9 @@ class SpeculativePipeline:
         out = _Output(self.tokenizer, streamer)
         t0 = time.perf_counter()
         self.target.reset(), self.draft.reset()
-        p = warp(self.target.forward(ids)[-1], cfg)  # [V]
+        logits = self.target.forward(ids)[-1]  # [V]
         self.target.commit(len(ids))
-        x = sample(p, rng)
+        x = int(logits.argmax()) if cfg.greedy else sample(warp(logits, cfg), rng)
         stats.ttft_s = time.perf_counter() - t0
         draft_pending = list(ids)  # tokens the draft has not seen yet
         while True:
@@ -123,9 +123,9 @@ class SpeculativePipeline:
                 break
             k = min(policy.next_k(), max_new_tokens - len(out.tokens))
             if k == 0:
-                p = warp(self.target.forward([x])[-1], cfg)
+                logits = self.target.forward([x])[-1]  # [V]
                 self.target.commit(1)
-                x = sample(p, rng)
+                x = int(logits.argmax()) if cfg.greedy else sample(warp(logits, cfg), rng)
                 continue
             new, draft_pending = self._round(x, draft_pending, k, cfg, rng, stats)
             policy.update(k, len(new) - 1)
@@ -141,29 +141,46 @@ class SpeculativePipeline:
 
     def _round(self, x: int, pending: list[int], k: int, cfg: SamplingCfg, rng, stats: GenStats):
         """Draft k tokens after x, verify, accept. Returns (accepted drafts + next token, draft pending)."""
-        drafts, qs = [], []
-        feed = pending + [x]
-        for _ in range(k):
-            q = self._draft_probs(self.draft.forward(feed)[-1], cfg)  # [V] over the full vocabulary
-            self.draft.commit(len(feed))
-            d = sample(q, rng)
-            drafts.append(d), qs.append(q)
-            feed = [d]
-        # the draft has seen pending + x + d₁ … d_{k−1}; d_k is still unseen
-        ps = warp(self.target.forward([x, *drafts]), cfg)  # [k+1, V]
-        n = 0
-        for i, d in enumerate(drafts):
-            ok, tok = accept_or_resample(ps[i], qs[i], d, rng)
-            if not ok:
-                break
-            n += 1
-        else:
-            tok = sample(ps[k], rng)
+        drafts, qs = self._draft(x, pending, k, cfg, rng)
+        logits = self.target.forward([x, *drafts])  # [k+1, V]: one call verifies all k drafts
+        n, tok = self._accept(drafts, qs, logits, cfg, rng)
         self.target.commit(1 + n)
         self._rollback_draft(k, n)
         stats.drafted, stats.accepted = stats.drafted + k, stats.accepted + n
         stats.draft_lengths.append(k)
         return [*drafts[:n], tok], ([drafts[-1]] if n == k else [])
+
+    def _draft(self, x: int, pending: list[int], k: int, cfg: SamplingCfg, rng):
+        """k draft tokens (full-vocabulary ids) and, when sampling, their distributions q [V] each."""
+        drafts, qs = [], []
+        feed = pending + [x]
+        for _ in range(k):
+            logits = self.draft.forward(feed)[-1]  # [V']
+            self.draft.commit(len(feed))
+            if cfg.greedy:
+                d = int(self.draft.full_ids(int(logits.argmax())))
+            else:
+                q = self._draft_probs(logits, cfg)  # [V]
+                d = sample(q, rng)
+                qs.append(q)
+            drafts.append(d)
+            feed = [d]
+        return drafts, qs  # the draft has seen pending + x + d₁ … d_{k−1}; d_k is still unseen
+
+    @staticmethod
+    def _accept(drafts: list[int], qs: list, logits: np.ndarray, cfg: SamplingCfg, rng) -> tuple[int, int]:
+        """(number of drafts accepted, the token after them). Greedy: the rejection rule on one-hot p and q
+        reduces to 'accept while the draft token is the target's argmax', computed without probabilities."""
+        if cfg.greedy:
+            target = logits.argmax(-1)  # [k+1]
+            n = next((i for i, d in enumerate(drafts) if d != target[i]), len(drafts))
+            return n, int(target[n])
+        ps = warp(logits, cfg)  # [k+1, V]
+        for i, d in enumerate(drafts):
+            ok, tok = accept_or_resample(ps[i], qs[i], d, rng)
+            if not ok:
+                return i, tok
+        return len(drafts), sample(ps[len(drafts)], rng)
 
     def _rollback_draft(self, k: int, n: int) -> None:
         """Mask the draft's rejected tokens: it fed d₁ … d_{k−1} one call each, n were accepted."""
