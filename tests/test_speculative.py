@@ -35,7 +35,7 @@ def test_manifest_and_parity(tiny_lm):
     assert m["target"]["num_layers"] == 3 and m["tokenizer"]["eos_ids"] == [2]
     assert set(m["parity"]) == {"target/openvino", "target/onnxruntime", "draft/openvino", "draft/onnxruntime"}
     assert max(m["parity"].values()) < 1e-4, m["parity"]  # includes a masked (rolled back) chain
-    assert 0 < m["defaults"]["draft_cost_ratio"] < 2
+    assert 0 < m["defaults"]["draft_cost_ratio"] < 2 and m["defaults"]["verify_slope"] >= 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

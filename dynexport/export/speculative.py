@@ -163,24 +163,30 @@ def parity(src: LMSource, session, prompt_ids: list[int]) -> float:
     return float(np.abs(got - ref).max())
 
 
-def measure_cost_ratio(root: Path, manifest: SpeculativeManifest, steps: int = 24) -> float:
-    """Median draft / target time of a one-token decode call (OpenVINO, after a 32-token prompt)."""
+def _median_call_s(session, n: int, steps: int) -> float:
+    """Median time of a call appending n tokens after a 32-token prompt (masked after each call)."""
     import time
+    session.reset()
+    session.forward(list(range(10, 42)))
+    session.commit(32)
+    ts = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        session.forward([100 + i + j for j in range(n)])
+        ts.append(time.perf_counter() - t0)
+        session.commit(0)
+    return float(np.median(ts[4:]))
+
+
+def measure_costs(root: Path, manifest: SpeculativeManifest, steps: int = 24) -> dict[str, float]:
+    """Draft / target time of a one-token call (c), and the target's extra time per verified token
+    relative to a one-token call (verify slope, from a 5-token call): the adaptive policy's cost model."""
     from ..runtime.kv import LMSession
 
-    times = {}
-    for spec in (manifest.target, manifest.draft):
-        s = LMSession(root, spec, "openvino")
-        s.forward(list(range(10, 42)))
-        s.commit(32)
-        ts = []
-        for i in range(steps):
-            t0 = time.perf_counter()
-            s.forward([100 + i])
-            ts.append(time.perf_counter() - t0)
-            s.commit(1)
-        times[spec.name] = float(np.median(ts[4:]))
-    return times["draft"] / times["target"]
+    target, draft = (LMSession(root, spec, "openvino") for spec in (manifest.target, manifest.draft))
+    t1, d1 = _median_call_s(target, 1, steps), _median_call_s(draft, 1, steps)
+    t5 = _median_call_s(target, 5, steps)
+    return {"draft_cost_ratio": round(d1 / t1, 4), "verify_slope": round(max(t5 / t1 - 1, 0) / 4, 4)}
 
 
 def export(target_dir: Path, draft_dir: Path, out: Path, weight_format: str = "fp16",
@@ -217,6 +223,6 @@ def export(target_dir: Path, draft_dir: Path, out: Path, weight_format: str = "f
                for g, src in zip(graphs, (target, draft)) for b in g.files}
         defaults = dict(manifest.defaults)
         if "openvino" in formats:
-            defaults["draft_cost_ratio"] = round(measure_cost_ratio(tmp, manifest), 4)
+            defaults.update(measure_costs(tmp, manifest))
         manifest = write_manifest(tmp, manifest.model_copy(update={"parity": par, "defaults": defaults}))
     return manifest

@@ -199,7 +199,9 @@ class SpeculativePipeline:
     def _policy(self, k):
         k = self.manifest.defaults.get("num_draft_tokens", 4) if k is None else k
         if k == "adaptive":
-            return AdaptiveDraft(cost_ratio=float(self.manifest.defaults.get("draft_cost_ratio", 0.15)))
+            d = self.manifest.defaults
+            return AdaptiveDraft(cost_ratio=float(d.get("draft_cost_ratio", 0.15)),
+                                 verify_slope=float(d.get("verify_slope", 0.02)))
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 16:
             raise InputError(f"num_draft_tokens must be an integer in 0..16 or 'adaptive', got {k!r}")
         return FixedDraft(k)
