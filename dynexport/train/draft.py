@@ -157,9 +157,10 @@ def distill_loss(logits: torch.Tensor, t_vals: torch.Tensor, t_idx: torch.Tensor
     the draft vocabulary (`col`: full id → draft column or −1) and renormalised there."""
     cols = col[t_idx.long()]  # [B, L, k]
     inside = cols >= 0
-    p = torch.softmax(t_vals.float().masked_fill(~inside, float("-inf")), -1)  # [B, L, k]
+    p = torch.softmax(t_vals.float(), -1).masked_fill(~inside, 0)  # [B, L, k]
+    p = p / p.sum(-1, keepdim=True).clamp(min=1e-9)  # a position with no in-vocabulary token weighs 0
     logq = torch.log_softmax(logits, -1).gather(-1, cols.clamp(min=0))  # [B, L, k]
-    return -(p * logq).masked_fill(~inside, 0).sum(-1).mean()
+    return -(p * logq).sum(-1).mean()
 
 
 @torch.no_grad()
