@@ -128,8 +128,7 @@ def write_tokenizer(tok_dir: Path, tmp: Path, max_context: int, with_openvino: b
         ov.save_model(detok_model, str(out / "openvino_detokenizer.xml"))
         ov_tok, ov_detok = "tokenizer/openvino_tokenizer.xml", "tokenizer/openvino_detokenizer.xml"
         extra += [ov_tok, ov_detok]
-    eos = [i for i in {hf.eos_token_id, *([hf.pad_token_id] if hf.pad_token_id == hf.eos_token_id else [])}
-           if i is not None]
+    eos = [hf.eos_token_id] if hf.eos_token_id is not None else []
     return LMTokenizer(file="tokenizer/tokenizer.json", extra_files=extra, openvino_tokenizer=ov_tok,
                        openvino_detokenizer=ov_detok, sha256=sha256_file(tok_dir / "tokenizer.json"),
                        vocab_size=len(hf), eos_ids=sorted(eos), max_context=max_context)

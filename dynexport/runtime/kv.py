@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..manifest import LMGraph
 from .graph import Graph
 
