@@ -14,7 +14,8 @@ import platform
 import subprocess
 from pathlib import Path
 
-LIBS = ("numpy", "openvino", "onnxruntime", "tokenizers", "nncf", "torch", "transformers", "dynexport")
+LIBS = ("numpy", "openvino", "openvino-genai", "openvino-tokenizers", "onnxruntime", "tokenizers", "nncf", "torch",
+        "transformers", "optimum-intel", "dynexport")
 
 
 def cpu_model() -> str:

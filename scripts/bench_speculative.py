@@ -34,9 +34,17 @@ OUT_ROOT = ROOT / "exported_models"
 GENAI_CFG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
+def draft_sha(draft: Path) -> str:
+    from dynexport.manifest import sha256_file
+    return sha256_file(draft / ("draft.safetensors" if (draft / "draft.json").is_file() else "model.safetensors"))
+
+
 def ensure_artifact(draft: Path, precision: str) -> Path:
+    """The dynexport artifact for this precision, re-exported when missing or made from another draft."""
+    import json
     out = OUT_ROOT / f"smollm2-speculative-{precision}"
-    if not (out / "manifest.json").is_file():
+    manifest = out / "manifest.json"
+    if not manifest.is_file() or json.loads(manifest.read_text())["source"]["draft_sha256"] != draft_sha(draft):
         from dynexport.assets import smollm2_dir
         from dynexport.export.speculative import export
         export(smollm2_dir(), draft, out, weight_format=precision, num_draft_tokens="adaptive",
@@ -48,8 +56,11 @@ def ensure_genai(draft: Path, precision: str) -> tuple[Path, Path]:
     """optimum-cli exports of the target and of the same draft (as a plain Llama) for openvino_genai."""
     from dynexport.assets import smollm2_dir
     target_out, draft_out = OUT_ROOT / "genai" / f"target-{precision}", OUT_ROOT / "genai" / f"draft-{precision}"
+    stamp = draft_sha(draft)
     for src, out in ((None, target_out), (draft, draft_out)):
-        if (out / "openvino_model.xml").is_file():
+        made_from = out / "dynexport-draft-sha256.txt"
+        current = src is None or (made_from.is_file() and made_from.read_text() == stamp)
+        if (out / "openvino_model.xml").is_file() and current:
             continue
         model_dir = smollm2_dir()
         if src is not None:
@@ -59,6 +70,8 @@ def ensure_genai(draft: Path, precision: str) -> tuple[Path, Path]:
         subprocess.run([str(Path(sys.executable).parent / "optimum-cli"), "export", "openvino", "--model",
                         str(model_dir), "--task", "text-generation-with-past", "--weight-format", precision,
                         str(out)], check=True, capture_output=True)
+        if src is not None:
+            made_from.write_text(stamp)
     return target_out, draft_out
 
 
