@@ -1,6 +1,7 @@
 """Train the speculative-decoding draft for SmolLM2-135M-Instruct on CPU → drafts/<name>/ (committed delta).
 
     python scripts/train_draft.py [--layers 0,1,2,3] [--vocab-size 8192] [--steps 600] [--out drafts/smollm2-l4]
+    python scripts/train_draft.py --init drafts/smollm2-135m-draft --onpolicy-prompts 320 --steps 500 --lr 6e-4
 
 Resumable: data, teacher top-k shards and training checkpoints live in --work (default
 $DYNEXPORT_CACHE/draft-work/<name>); rerun the same command after an interruption. Progress goes to
@@ -32,6 +33,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=DraftCfg.lr)
     ap.add_argument("--text-chars", type=int, default=DraftCfg.text_chars)
     ap.add_argument("--gen-prompts", type=int, default=DraftCfg.gen_prompts)
+    ap.add_argument("--onpolicy-prompts", type=int, default=DraftCfg.onpolicy_prompts,
+                    help="extra target continuations (half greedy) with top-k recorded while generating")
+    ap.add_argument("--init", type=Path, default=None, help="draft delta dir to start from (warm start)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "drafts" / "smollm2-135m-draft")
     ap.add_argument("--work", type=Path, default=None)
@@ -39,14 +43,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = DraftCfg(layers=tuple(int(x) for x in args.layers.split(",")), vocab_size=args.vocab_size,
                    lora_rank=args.rank, lora_alpha=float(args.rank), steps=args.steps, batch=args.batch,
-                   lr=args.lr, text_chars=args.text_chars, gen_prompts=args.gen_prompts)
+                   lr=args.lr, text_chars=args.text_chars, gen_prompts=args.gen_prompts,
+                   onpolicy_prompts=args.onpolicy_prompts)
     data_key = f"t{cfg.text_chars}-g{cfg.gen_prompts}-s{cfg.seq_len}-k{cfg.topk}"
     work = args.work or cache_dir() / "draft-work" / data_key
-    run_dir = work / f"run-{args.layers.replace(',', '_')}-v{cfg.vocab_size}-r{cfg.lora_rank}-s{cfg.steps}"
+    run_dir = work / (f"run-{args.layers.replace(',', '_')}-v{cfg.vocab_size}-r{cfg.lora_rank}-s{cfg.steps}"
+                      f"-on{cfg.onpolicy_prompts}" + (f"-init-{args.init.name}" if args.init else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)  # noqa: E731
-    summary = run(smollm2_dir(), args.out, work, cfg, log, run_dir=run_dir)
+    summary = run(smollm2_dir(), args.out, work, cfg, log, run_dir=run_dir, init=args.init)
     print(json.dumps(summary, indent=1))
 
 

@@ -36,6 +36,9 @@ class DraftCfg:
     gen_prompts: int = 96  # target continuations (on-policy data)
     gen_tokens: int = 160
     gen_temperature: float = 0.7
+    onpolicy_prompts: int = 0  # extra target continuations whose top-k is recorded while generating
+    onpolicy_greedy_share: float = 0.5  # of those, the share decoded greedily (the rest at gen_temperature)
+    onpolicy_batch_share: float = 0.5  # share of every training batch drawn from the on-policy chunks
     eval_chunks: int = 48
     steps: int = 600
     batch: int = 8
@@ -118,6 +121,51 @@ def sample_continuations(target: KVLlama, prompts: torch.Tensor, n_new: int, tem
 
 
 @torch.no_grad()
+@torch.no_grad()
+def generate_with_teacher(target: KVLlama, prompts: torch.Tensor, n_new: int, temperature: float, k: int,
+                          gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """prompts [B, P] → (seq [B, P+n_new], top-k values fp16 [B, P+n_new, k], indices int32): the target
+    continues each prompt (greedy when temperature == 0) and its logits at every position are kept, so
+    the chunk needs no separate teacher pass. The last position's logits come from one extra call."""
+    b, p = prompts.shape
+    logits, *past = target(prompts, torch.arange(p)[None].expand(b, -1), causal_mask(0, p, b),
+                           *target.empty_past(b, 0))  # [B, P, V]
+    seq, vals, idx = prompts, [], []
+    for i in range(n_new + 1):
+        v, j = logits.topk(k, dim=-1)
+        vals.append(v.half()), idx.append(j.int())
+        if i == n_new:
+            break
+        last = logits[:, -1]  # [B, V]
+        nxt = (last.argmax(-1, keepdim=True) if temperature == 0
+               else torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=gen))  # [B, 1]
+        seq = torch.cat([seq, nxt], 1)
+        logits, *past = target(nxt, torch.full((b, 1), p + i), causal_mask(p + i, 1, b), *past)
+    return seq, torch.cat(vals, 1)[:, : p + n_new], torch.cat(idx, 1)[:, : p + n_new]
+
+
+def onpolicy_data(target: KVLlama, prompts: torch.Tensor, cfg: DraftCfg, work: Path, log=print):
+    """(chunks, top-k values, top-k indices) of target continuations of `prompts` [N, 32], in resumable
+    shards of 16; the first onpolicy_greedy_share of them greedy, the rest sampled."""
+    from safetensors.torch import load_file, save_file
+
+    parts = []
+    n_greedy = round(len(prompts) * cfg.onpolicy_greedy_share)
+    for s in range(0, len(prompts), 16):
+        shard = work / f"onpolicy_{s // 16:04d}.safetensors"
+        if not shard.is_file():
+            temp = 0.0 if s < n_greedy else cfg.gen_temperature
+            gen = torch.Generator().manual_seed(cfg.seed + 1 + s)
+            seq, v, i = generate_with_teacher(target, prompts[s:s + 16], cfg.seq_len - prompts.shape[1],
+                                              temp, cfg.topk, gen)
+            save_file({"chunks": seq.contiguous(), "v": v.contiguous(), "i": i.contiguous()},
+                      str(shard.with_suffix(".tmp")))
+            shard.with_suffix(".tmp").replace(shard)
+            log(f"on-policy {min(s + 16, len(prompts))}/{len(prompts)} continuations (T = {temp})")
+        parts.append(load_file(str(shard)))
+    return tuple(torch.cat([d[key] for d in parts]) for key in ("chunks", "v", "i"))
+
+
 def teacher_topk(target: KVLlama, chunks: torch.Tensor, k: int, batch: int = 4, log=print):
     """Target's top-k logits per position: (values fp16 [N, L, k], indices int32 [N, L, k])."""
     vals, idx = [], []
@@ -179,9 +227,11 @@ def agreement(model: KVLlama, chunks: torch.Tensor, t_vals, t_idx, col: torch.Te
     return {"greedy_agreement": agree / n, "sampling_overlap": overlap / n}
 
 
-def train(model: KVLlama, params, data: tuple, col: torch.Tensor, cfg: DraftCfg, ckpt: Path, log=print) -> None:
-    """AdamW with warm-up + cosine decay over cfg.steps; checkpoints (LoRA + optimizer) every 50 steps."""
-    chunks, t_vals, t_idx = data
+def train(model: KVLlama, params, data: tuple, col: torch.Tensor, cfg: DraftCfg, ckpt: Path, log=print,
+          onpolicy: tuple | None = None) -> None:
+    """AdamW with warm-up + cosine decay over cfg.steps; checkpoints (LoRA + optimizer) every 50 steps.
+    With `onpolicy` (chunks, values, indices), cfg.onpolicy_batch_share of every batch comes from it."""
+    n_on = round(cfg.batch * cfg.onpolicy_batch_share) if onpolicy is not None else 0
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (
         1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
@@ -195,8 +245,9 @@ def train(model: KVLlama, params, data: tuple, col: torch.Tensor, cfg: DraftCfg,
     gen = torch.Generator().manual_seed(cfg.seed + start)
     t0 = time.time()
     for step in range(start, cfg.steps):
-        pick = torch.randint(0, len(chunks), (cfg.batch,), generator=gen)
-        loss = distill_loss(full_logits(model, chunks[pick]), t_vals[pick], t_idx[pick], col)
+        batch = [_pick(data, cfg.batch - n_on, gen)] + ([_pick(onpolicy, n_on, gen)] if n_on else [])
+        chunks, t_vals, t_idx = (torch.cat(parts) for parts in zip(*batch))  # [B, L], [B, L, k], [B, L, k]
+        loss = distill_loss(full_logits(model, chunks), t_vals, t_idx, col)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -210,6 +261,11 @@ def train(model: KVLlama, params, data: tuple, col: torch.Tensor, cfg: DraftCfg,
             torch.save({"model": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "step": step + 1}, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
+
+
+def _pick(data: tuple, n: int, gen: torch.Generator) -> tuple:
+    rows = torch.randint(0, len(data[0]), (n,), generator=gen)
+    return tuple(t[rows] for t in data)
 
 
 def _take(docs: list[str], chars: int) -> list[str]:
@@ -266,9 +322,26 @@ def cached_teacher(target: KVLlama, chunks: torch.Tensor, cfg: DraftCfg, work: P
     return torch.cat(vals), torch.cat(idx)
 
 
-def run(target_dir: Path, out: Path, work: Path, cfg: DraftCfg, log=print, run_dir: Path | None = None) -> dict:
+@torch.no_grad()
+def warm_start(model: KVLlama, delta_dir: Path) -> None:
+    """Load a saved draft delta (same layers, rank and vocabulary) into the LoRA parametrizations."""
+    from safetensors.torch import load_file
+
+    delta = load_file(str(delta_dir / "draft.safetensors"))
+    for j, layer in enumerate(model.layers):
+        for attr in MATRICES:
+            lora = layer.parametrizations[attr][0]
+            lora.a.copy_(delta[f"layers.{j}.{attr}.lora_A"].float())
+            lora.b.copy_(delta[f"layers.{j}.{attr}.lora_B"].float() / lora.scale)
+        layer.ln1.copy_(delta[f"layers.{j}.ln1"]), layer.ln2.copy_(delta[f"layers.{j}.ln2"])
+    model.norm.copy_(delta["norm"])
+
+
+def run(target_dir: Path, out: Path, work: Path, cfg: DraftCfg, log=print, run_dir: Path | None = None,
+        init: Path | None = None) -> dict:
     """Data → teacher → vocabulary → LoRA distillation → draft delta in `out`; returns the summary.
-    `work` caches data + teacher (shared by runs with the same data settings), `run_dir` the training."""
+    `work` caches data + teacher (shared by runs with the same data settings), `run_dir` the training;
+    `init`: a draft delta to start from (its vocabulary is kept)."""
     from transformers import AutoTokenizer
 
     from ..export.lm_sources import read_checkpoint
@@ -280,19 +353,38 @@ def run(target_dir: Path, out: Path, work: Path, cfg: DraftCfg, log=print, run_d
     target = KVLlama(lcfg, sd, list(range(n))).eval()
     chunks = build_data(tokenizer, target, cfg, work, log)
     t_vals, t_idx = cached_teacher(target, chunks, cfg, work, log)
-    del target
     ev, tr = slice(0, cfg.eval_chunks), slice(cfg.eval_chunks, None)
+    onpolicy = None
+    if cfg.onpolicy_prompts:  # prompts: the first 32 tokens of training chunks; shard 0 (16) held out for eval
+        onpolicy = onpolicy_data(target, chunks[tr][: cfg.onpolicy_prompts + 16, :32], cfg, work, log)
+    del target
     vocab_ids, coverage = choose_vocab(t_idx[tr, :, 0], cfg.vocab_size, [tokenizer.eos_token_id])
+    if init is not None:
+        from safetensors.torch import load_file
+        vocab_ids = load_file(str(init / "draft.safetensors"))["vocab_ids"]
     col = torch.full((len(tokenizer),), -1, dtype=torch.int64)
     col[vocab_ids] = torch.arange(len(vocab_ids))
     draft = KVLlama(lcfg, sd, list(cfg.layers), vocab_ids=vocab_ids)
     params = attach_lora(draft, cfg.lora_rank, cfg.lora_alpha)
-    before = agreement(draft, chunks[ev], t_vals[ev], t_idx[ev], col)
+    if init is not None:
+        warm_start(draft, init)
+
+    def evaluate() -> dict:
+        res = agreement(draft, chunks[ev], t_vals[ev], t_idx[ev], col)
+        if onpolicy is not None:  # held-out greedy continuations: greedy agreement = greedy acceptance
+            on = agreement(draft, *(t[:16] for t in onpolicy), col)
+            res.update({f"onpolicy_greedy_{key}": v for key, v in on.items()})
+        return res
+
+    before = evaluate()
     log(f"vocab {len(vocab_ids)} covers {coverage:.3f} of target top-1; before training {before}")
-    train(draft, params, (chunks[tr], t_vals[tr], t_idx[tr]), col, cfg, (run_dir or work) / "train.pt", log)
-    after = agreement(draft, chunks[ev], t_vals[ev], t_idx[ev], col)
+    train(draft, params, (chunks[tr], t_vals[tr], t_idx[tr]), col, cfg, (run_dir or work) / "train.pt", log,
+          onpolicy=None if onpolicy is None else tuple(t[16:] for t in onpolicy))
+    after = evaluate()
     log(f"after training {after}")
     summary = {"cfg": asdict(cfg), "train_chunks": len(chunks) - cfg.eval_chunks, "eval_chunks": cfg.eval_chunks,
-               "vocab_coverage": coverage, "before": before, "after": after}
+               "onpolicy_train_chunks": 0 if onpolicy is None else len(onpolicy[0]) - 16,
+               "init": None if init is None else str(init), "vocab_coverage": coverage, "before": before,
+               "after": after}
     save_delta(out, draft, vocab_ids, sha, summary)
     return summary
