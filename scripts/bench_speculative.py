@@ -178,6 +178,7 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
                 pipe.tokenizer.decode(a["ids"]) == b["text"] for a, b in zip(ref, per["genai/target"])) / len(ref)
     c = float(pipe.manifest.defaults["draft_cost_ratio"])
     return {"precision": precision, "artifact": art.name, "draft_cost_ratio": c,
+            "verify_slope": pipe.manifest.defaults.get("verify_slope"),
             "genai_draft_note": "genai's draft is the same layers and weights with the full-vocabulary head "
                                 "(it cannot take a truncated vocabulary)",
             "verify_cost_ms": verify_cost_curve(pipe), "results": results}
@@ -207,7 +208,10 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def add_theory(run: dict) -> None:
-    """α from k = 1 (there a round's acceptance is exactly one Bernoulli draw) and the measured c."""
+    """α from k = 1 (there a round's acceptance is exactly one Bernoulli draw) and the measured c: the
+    issue's formula (a verify call costs one target call), and the same with the measured cost of
+    verifying k + 1 positions in one call (the verify curve) instead of 1."""
+    curve = {r["n"]: r["ms"] for r in run["verify_cost_ms"]}
     for mode, g in run["results"].items():
         alpha = g.get("ours/k=1", {}).get("acceptance_rate")
         if alpha is None:
@@ -216,8 +220,13 @@ def add_theory(run: dict) -> None:
         for key, v in g.items():
             if key.startswith("ours/k="):
                 k = int(key.split("=")[1])
+                c = run["draft_cost_ratio"]
                 v["measured_speedup"] = v["tok_per_s"] / base
-                v["theoretical_speedup"] = theoretical(alpha, k, run["draft_cost_ratio"])
+                v["theoretical_speedup"] = theoretical(alpha, k, c)
+                if k + 1 in curve:
+                    verify = curve[k + 1] / curve[1]
+                    v["theoretical_speedup_measured_verify"] = (
+                        theoretical(alpha, k, c) * (k * c + 1) / (k * c + verify))
         g["alpha_k1"] = alpha
 
 

@@ -197,7 +197,12 @@ def test_draft_length_policy():
     assert pol.next_k() > k0 and pol.alpha() > 0.9
     for _ in range(60):
         pol.update(pol.next_k(), 0)
-    assert pol.next_k() == 1 and pol.alpha() < 0.2
+    assert pol.next_k() == 1 and pol.alpha() < 0.2  # cheap draft: still worth a token
+    pol = AdaptiveDraft(cost_ratio=0.17, verify_slope=0.25)  # the real pair's measured costs
+    for _ in range(20):
+        pol.update(1, 0)
+    ks = [pol.next_k() for _ in range(16)]  # a useless draft: the target decodes alone, probing now and then
+    assert ks.count(0) == 14 and ks.count(1) == 2, ks
 
 
 def test_warp_top_k_top_p():

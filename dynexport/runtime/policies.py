@@ -97,22 +97,32 @@ class FixedDraft:
 @dataclass
 class AdaptiveDraft:
     """k from the running acceptance estimate: α̂ = accepted / (accepted + rejections), exponentially
-    decayed, with a prior of `prior_alpha` worth `prior_weight` trials; k = best_k(α̂, c)."""
-
+    decayed, with a prior of `prior_alpha` worth `prior_weight` trials; k = best_k(α̂, c, slope).
+    When no k pays (best_k = 0: the draft costs more than it saves) the target decodes alone, with a
+    k = 1 probe every `probe_every` tokens so α̂ keeps tracking the text."""
     cost_ratio: float = 0.15  # draft call time / target single-token call time (measured at export)
     verify_slope: float = 0.02  # extra target time per verified token, in target calls
     k_max: int = 8
     decay: float = 0.9
     prior_alpha: float = 0.6
     prior_weight: float = 4.0
+    probe_every: int = 8
     accepted: float = 0.0
     trials: float = 0.0
+    idle: int = 0  # target-only steps since the last draft round
 
     def alpha(self) -> float:
         return (self.accepted + self.prior_alpha * self.prior_weight) / (self.trials + self.prior_weight)
 
     def next_k(self) -> int:
-        return max(1, best_k(self.alpha(), self.cost_ratio, self.k_max, self.verify_slope))
+        k = best_k(self.alpha(), self.cost_ratio, self.k_max, self.verify_slope)
+        if k == 0:
+            self.idle += 1
+            if self.idle < self.probe_every:
+                return 0
+            k = 1
+        self.idle = 0
+        return k
 
     def update(self, k: int, accepted: int) -> None:
         """A round drafted k and accepted `accepted`: that is `accepted` successes and one failure if < k."""

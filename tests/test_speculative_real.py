@@ -1,0 +1,48 @@
+"""Slow tier: the real SmolLM2-135M target with the committed trained draft — greedy speculative decoding
+equals the target's greedy decoding token for token (and transformers'), and the draft is really trained."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynexport import assets
+from dynexport.export.speculative import DEFAULT_DRAFT, export
+from dynexport.runtime import load
+
+pytestmark = pytest.mark.slow
+PROMPTS = ["The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+           "The city council met on Tuesday to discuss"]
+
+
+@pytest.fixture(scope="module")
+def real_pipe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("real") / "smollm2-spec"
+    export(assets.smollm2_dir(), DEFAULT_DRAFT, out, weight_format="fp32", formats=("openvino",))
+    return load(out, "openvino")
+
+
+def test_real_greedy_speculative_equals_target(real_pipe):
+    drafted = accepted = 0
+    for prompt in PROMPTS:
+        ref = real_pipe.generate(prompt, 40, num_draft_tokens=0, ignore_eos=True)
+        for k in (3, "adaptive"):
+            got = real_pipe.generate(prompt, 40, num_draft_tokens=k, ignore_eos=True)
+            assert got.tokens == ref.tokens, (prompt, k)
+            drafted, accepted = drafted + got.stats.drafted, accepted + got.stats.accepted
+    # untrained (layers 0-3 of the target + truncated head) the draft agrees 3.5% on the target's greedy
+    # continuations; the committed trained draft ~30% (measured on the benchmark prompts)
+    assert accepted / drafted > 0.15, accepted / drafted
+
+
+def test_real_target_matches_transformers_greedy(real_pipe):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = assets.smollm2_dir()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([tok(PROMPTS[0])["input_ids"]])
+    ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+    got = real_pipe.generate(PROMPTS[0], 8, num_draft_tokens=3)
+    assert got.tokens == ref[0, ids.shape[1]:].tolist()[: len(got.tokens)]
+    assert "Paris" in got.text
