@@ -25,12 +25,13 @@ def test_real_greedy_speculative_equals_target(real_pipe):
     drafted = accepted = 0
     for prompt in PROMPTS:
         ref = real_pipe.generate(prompt, 40, num_draft_tokens=0, ignore_eos=True)
-        for k in (3, "adaptive"):
+        for k in (1, 3, "adaptive"):
             got = real_pipe.generate(prompt, 40, num_draft_tokens=k, ignore_eos=True)
             assert got.tokens == ref.tokens, (prompt, k)
-            drafted, accepted = drafted + got.stats.drafted, accepted + got.stats.accepted
+            if k == 1:  # per-token acceptance α is exactly the k = 1 acceptance rate
+                drafted, accepted = drafted + got.stats.drafted, accepted + got.stats.accepted
     # untrained (layers 0-3 of the target + truncated head) the draft agrees 3.5% on the target's greedy
-    # continuations; the committed trained draft ~30% (measured on the benchmark prompts)
+    # continuations; the committed trained draft α ≈ 0.29 at k = 1 (benchmark prompts)
     assert accepted / drafted > 0.15, accepted / drafted
 
 
