@@ -20,6 +20,7 @@ acceptance α, and the theoretical speed-up (1−α^{k+1})/((1−α)(kc+1)) besi
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,6 @@ def draft_sha(draft: Path) -> str:
 
 def ensure_artifact(draft: Path, precision: str) -> Path:
     """The dynexport artifact for this precision, re-exported when missing or made from another draft."""
-    import json
     out = OUT_ROOT / f"smollm2-speculative-{precision}"
     manifest = out / "manifest.json"
     if not manifest.is_file() or json.loads(manifest.read_text())["source"]["draft_sha256"] != draft_sha(draft):

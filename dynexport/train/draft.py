@@ -104,24 +104,6 @@ def full_logits(model: KVLlama, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_continuations(target: KVLlama, prompts: torch.Tensor, n_new: int, temperature: float,
-                         gen: torch.Generator) -> torch.Tensor:
-    """prompts [B, P] (equal length) → [B, P + n_new] sampled from the target with its KV cache."""
-    b, p = prompts.shape
-    logits, *past = target(prompts, torch.arange(p)[None].expand(b, -1), causal_mask(0, p, b),
-                           *target.empty_past(b, 0))
-    seq = prompts
-    for i in range(n_new):
-        probs = torch.softmax(logits[:, -1] / temperature, -1)
-        nxt = torch.multinomial(probs, 1, generator=gen)  # [B, 1]
-        seq = torch.cat([seq, nxt], 1)
-        pos = torch.full((b, 1), p + i)
-        logits, *past = target(nxt, pos, causal_mask(p + i, 1, b), *past)
-    return seq
-
-
-@torch.no_grad()
-@torch.no_grad()
 def generate_with_teacher(target: KVLlama, prompts: torch.Tensor, n_new: int, temperature: float, k: int,
                           gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """prompts [B, P] → (seq [B, P+n_new], top-k values fp16 [B, P+n_new, k], indices int32): the target
@@ -166,6 +148,7 @@ def onpolicy_data(target: KVLlama, prompts: torch.Tensor, cfg: DraftCfg, work: P
     return tuple(torch.cat([d[key] for d in parts]) for key in ("chunks", "v", "i"))
 
 
+@torch.no_grad()
 def teacher_topk(target: KVLlama, chunks: torch.Tensor, k: int, batch: int = 4, log=print):
     """Target's top-k logits per position: (values fp16 [N, L, k], indices int32 [N, L, k])."""
     vals, idx = [], []
@@ -188,14 +171,17 @@ def text_chunks(tokenizer, texts: list[str], seq_len: int, eos: int) -> torch.Te
     return torch.tensor(ids[: n * seq_len], dtype=torch.int64).view(n, seq_len)
 
 
-def choose_vocab(top1: torch.Tensor, size: int, always: list[int]) -> tuple[torch.Tensor, float]:
-    """The `size` ids the target predicts most often (plus `always`), sorted; and their coverage of top1."""
+def choose_vocab(top1: torch.Tensor, size: int, always: list[int]) -> torch.Tensor:
+    """The `size` ids the target predicts most often (plus `always`), sorted."""
     counts = torch.bincount(top1.flatten().long(), minlength=int(top1.max()) + 1)
     order = torch.argsort(counts, descending=True, stable=True)
     keep = [i for i in always] + [int(i) for i in order[: size] if int(i) not in always]
-    ids = torch.tensor(sorted(keep[:size]), dtype=torch.int64)
-    coverage = float(counts[ids[ids < len(counts)]].sum() / counts.sum())
-    return ids, coverage
+    return torch.tensor(sorted(keep[:size]), dtype=torch.int64)
+
+
+def vocab_coverage(top1: torch.Tensor, ids: torch.Tensor) -> float:
+    """Share of the target's top-1 predictions that fall inside the draft vocabulary `ids`."""
+    return float(torch.isin(top1.flatten().long(), ids).float().mean())
 
 
 def distill_loss(logits: torch.Tensor, t_vals: torch.Tensor, t_idx: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
@@ -297,7 +283,8 @@ def build_data(tokenizer, target: KVLlama, cfg: DraftCfg, work: Path, log=print)
     log(f"{len(real)} real chunks; sampling {cfg.gen_prompts} target continuations")
     outs = []
     for i in range(0, len(prompts), 16):
-        outs.append(sample_continuations(target, prompts[i:i + 16], cfg.seq_len - 32, cfg.gen_temperature, gen))
+        outs.append(generate_with_teacher(target, prompts[i:i + 16], cfg.seq_len - 32, cfg.gen_temperature,
+                                          cfg.topk, gen)[0])
         log(f"continuations {i + len(outs[-1])}/{len(prompts)}")
     chunks = torch.cat([torch.cat(outs), real])
     chunks = chunks[torch.randperm(len(chunks), generator=gen)]
@@ -358,10 +345,12 @@ def run(target_dir: Path, out: Path, work: Path, cfg: DraftCfg, log=print, run_d
     if cfg.onpolicy_prompts:  # prompts: the first 32 tokens of training chunks; shard 0 (16) held out for eval
         onpolicy = onpolicy_data(target, chunks[tr][: cfg.onpolicy_prompts + 16, :32], cfg, work, log)
     del target
-    vocab_ids, coverage = choose_vocab(t_idx[tr, :, 0], cfg.vocab_size, [tokenizer.eos_token_id])
     if init is not None:
         from safetensors.torch import load_file
         vocab_ids = load_file(str(init / "draft.safetensors"))["vocab_ids"]
+    else:
+        vocab_ids = choose_vocab(t_idx[tr, :, 0], cfg.vocab_size, [tokenizer.eos_token_id])
+    coverage = vocab_coverage(t_idx[tr, :, 0], vocab_ids)
     col = torch.full((len(tokenizer),), -1, dtype=torch.int64)
     col[vocab_ids] = torch.arange(len(vocab_ids))
     draft = KVLlama(lcfg, sd, list(cfg.layers), vocab_ids=vocab_ids)
