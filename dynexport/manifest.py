@@ -151,7 +151,52 @@ class SpeculativeManifest(_M):
         return [self.tokenizer.file, *self.tokenizer.extra_files, *graphs, *vocab]
 
 
-AnyManifest = Annotated[Union[Manifest, SpeculativeManifest], Field(discriminator="method")]
+class GraphSpec(_M):
+    """A stateless graph (one call in, one result out) for both backends."""
+    name: str
+    files: dict[str, str]  # backend → file
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    precision: dict[str, str]
+
+
+class StepPredictorInfo(_M):
+    counts: list[int]  # the step-count classes the predictor's probabilities are over, ascending
+    margin: float  # default safety quantile: steps = smallest count c with P(enough at c) >= margin
+    calibration: dict = {}  # how margin was chosen (split, converged fraction, mean steps)
+    training: dict = {}
+
+
+class DiffusionManifest(_M):
+    """StepSaver: text encoder + UNet step (+ step predictor); the sampler loop runs in numpy."""
+    schema_version: int = SCHEMA_VERSION
+    method: Literal["stepsaver"]
+    created_utc: str
+    weight_format: str
+    quant_mode: str
+    tokenizer: Tokenizer
+    text_encoder: GraphSpec
+    unet: GraphSpec
+    predictor: GraphSpec | None = None
+    step_predictor: StepPredictorInfo | None = None
+    image_size: int
+    scheduler: dict  # train_timesteps, beta_schedule, prediction_type, default kind
+    full_steps: int  # the reference schedule length (quality is measured against it)
+    max_steps: int
+    guidance_scale: float  # classifier-free guidance; 1.0 = conditional pass only
+    source: dict  # UNet / predictor sha256 and training records, dataset attribution
+    versions: dict[str, str]
+    parity: dict[str, float] = {}  # max |output − torch| per graph and backend, measured at export
+    files: dict[str, str] = Field(default_factory=dict)
+
+    def graphs(self) -> list[GraphSpec]:
+        return [g for g in (self.text_encoder, self.unet, self.predictor) if g is not None]
+
+    def referenced(self) -> list[str]:
+        return [self.tokenizer.file, *self.tokenizer.extra_files, *(f for g in self.graphs() for f in g.files.values())]
+
+
+AnyManifest = Annotated[Union[Manifest, SpeculativeManifest, DiffusionManifest], Field(discriminator="method")]
 _ADAPTER = TypeAdapter(AnyManifest)
 
 
@@ -189,7 +234,7 @@ def write_manifest(root: Path, manifest):
     return m
 
 
-def read_manifest(root: Path, verify: bool = True) -> Manifest | SpeculativeManifest:
+def read_manifest(root: Path, verify: bool = True) -> Manifest | SpeculativeManifest | DiffusionManifest:
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():

@@ -18,6 +18,7 @@ from .errors import RecipeError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 DEFAULT_BERT_RECIPE = RECIPES_DIR / "bert_early_exit.toml"
+DEFAULT_STEPSAVER_RECIPE = RECIPES_DIR / "stepsaver.toml"
 
 
 class _Frozen(BaseModel):
@@ -86,6 +87,29 @@ class Recipe(_Frozen):
                               .encode()).hexdigest()
 
 
+class DiffusionModelsCfg(_Frozen):
+    unet: str = "models/openmoji-unet32"  # trained UNet dir (scripts/train_diffusion.py); repo-relative or absolute
+    predictor: str = "models/openmoji-step-predictor"  # step predictor dir; "" exports without one
+
+
+class DiffusionSamplingCfg(_Frozen):
+    scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
+    full_steps: int = Field(50, ge=1, le=1000)  # the reference schedule quality is measured against
+    guidance_scale: float = Field(1.0, ge=1.0)  # classifier-free guidance; 1 = conditional pass only
+
+
+class StepSaverRecipe(_Frozen):
+    name: str = "stepsaver"
+    method: Literal["stepsaver"] = "stepsaver"
+    models: DiffusionModelsCfg = DiffusionModelsCfg()
+    sampling: DiffusionSamplingCfg = DiffusionSamplingCfg()
+    quantization: QuantizationCfg = QuantizationCfg()
+
+    def path(self, rel: str) -> Path | None:
+        """A models.* entry as a path (repo-relative unless absolute); None for ""."""
+        return None if not rel else (Path(rel) if Path(rel).is_absolute() else RECIPES_DIR.parent / rel)
+
+
 def _set_dotted(tree: dict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
@@ -96,8 +120,10 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     node[leaf] = value
 
 
-def load_recipe(path: Path | None = None, overrides: dict | None = None) -> Recipe:
-    path = Path(path) if path else DEFAULT_BERT_RECIPE
+def load_recipe(path: Path | None = None, overrides: dict | None = None, schema: type[_Frozen] = Recipe):
+    """Read a TOML recipe (default: the schema's embedded one), apply dotted overrides, validate."""
+    default = DEFAULT_STEPSAVER_RECIPE if schema is StepSaverRecipe else DEFAULT_BERT_RECIPE
+    path = Path(path) if path else default
     try:
         tree = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -108,7 +134,7 @@ def load_recipe(path: Path | None = None, overrides: dict | None = None) -> Reci
         if value is not None:
             _set_dotted(tree, key, value)
     try:
-        return Recipe.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as e:
         errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         raise RecipeError(f"recipe {path.name}: {errs}") from None

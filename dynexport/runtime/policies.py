@@ -128,3 +128,14 @@ class AdaptiveDraft:
         """A round drafted k and accepted `accepted`: that is `accepted` successes and one failure if < k."""
         self.accepted = self.decay * self.accepted + accepted
         self.trials = self.decay * self.trials + accepted + (1 if accepted < k else 0)
+
+
+# ---- step policies (StepSaver) ----
+
+def choose_steps(probs: np.ndarray, counts: list[int], margin: float) -> np.ndarray:
+    """Smallest step count whose cumulative predicted probability of being enough reaches `margin`.
+    probs [B, C] over the ascending `counts` → [B] int."""
+    if not 0.0 < margin < 1.0:
+        raise InputError(f"margin must be in (0, 1), got {margin!r}")
+    idx = np.minimum((np.cumsum(probs, -1) < margin).sum(-1), len(counts) - 1)
+    return np.asarray(counts)[idx]

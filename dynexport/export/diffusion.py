@@ -1,0 +1,196 @@
+"""Export StepSaver's graphs: text encoder (sentence embedding), one UNet denoising step, step predictor.
+
+    text_encoder : input_ids, attention_mask [B, L] int64          → text_embedding [B, D]  (D = 384, MiniLM)
+    unet         : sample [B, 3, S, S], timestep [B] f32, context [B, 1, D] → noise [B, 3, S, S]
+    predictor    : embedding [B, D]                                  → probs [B, C] over the step counts
+
+Each graph is written as ONNX (dynamo exporter) and OpenVINO IR; NNCF compresses per graph. The
+scheduler config (train timesteps, β schedule), the guidance scale and the step-count classes go in
+the manifest; the denoising loop itself is numpy in the runtime.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import AssetError, InputError
+from ..manifest import (DiffusionManifest, GraphSpec, StepPredictorInfo, TensorSpec, Tokenizer, sha256_file,
+                        write_manifest)
+from .common import atomic_output_dir, export_onnx, library_versions, onnx_to_openvino
+
+WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
+QUANT_MODES = ("none", "int8")
+MAX_TOKENS = 32
+
+
+class SentenceEncoder(nn.Module):
+    """Sentence embedding (all-MiniLM-L6-v2's): mean of the last hidden states over real tokens,
+    L2-normalised. input_ids, attention_mask [B, L] int64 → [B, D]."""
+
+    def __init__(self, bert: nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, D]
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # [B, L, 1]
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(pooled, dim=-1)
+
+
+class UNetStep(nn.Module):
+    """One noise prediction: the diffusers UNet with plain tensor outputs."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.unet(sample, timestep, context, return_dict=False)[0]
+
+
+def _spec(name: str, dtype: str, shape: list) -> TensorSpec:
+    return TensorSpec(name=name, dtype=dtype, shape=shape)
+
+
+def _write_graph(module: nn.Module, args: tuple, name: str, tmp: Path, ins: list[TensorSpec],
+                 outs: list[TensorSpec], weight_format: str, quant_mode: str, calibration) -> GraphSpec:
+    """module → name.onnx + name.xml, compressed per backend; returns its manifest entry."""
+    from ..quantize import compress_graph
+    dynamic = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in ins}
+    export_onnx(module, args, tmp / f"{name}.onnx", [s.name for s in ins], [s.name for s in outs], dynamic)
+    onnx_to_openvino(tmp / f"{name}.onnx", tmp / f"{name}.xml", fp16=weight_format == "fp16")
+    files = {"openvino": f"{name}.xml", "onnxruntime": f"{name}.onnx"}
+    precision = {b: compress_graph(tmp / f, b, weight_format, quant_mode, calibration) for b, f in files.items()}
+    return GraphSpec(name=name, files=files, inputs=ins, outputs=outs, precision=precision)
+
+
+def _text_graph(text_encoder: str, tmp: Path, weight_format: str) -> tuple[GraphSpec, Tokenizer, nn.Module]:
+    from transformers import AutoModel
+
+    from ..assets import resolve_model
+    from ..train.bert_exits import ensure_tokenizer_json
+    src = resolve_model(text_encoder)
+    enc = SentenceEncoder(AutoModel.from_pretrained(src).eval())
+    dim = enc.bert.config.hidden_size
+    ids, mask = torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)
+    g = _write_graph(enc, (ids, mask), "text_encoder", tmp,
+                     [_spec("input_ids", "int64", ["batch", "seq"]), _spec("attention_mask", "int64", ["batch", "seq"])],
+                     [_spec("text_embedding", "float32", ["batch", dim])], weight_format, "none", None)
+    (tmp / "tokenizer").mkdir()
+    (tmp / "tokenizer" / "tokenizer.json").write_bytes(ensure_tokenizer_json(src).read_bytes())
+    pad = json.loads((src / "config.json").read_text()).get("pad_token_id") or 0
+    return g, Tokenizer(file="tokenizer/tokenizer.json", max_length=MAX_TOKENS, pad_id=pad), enc
+
+
+def _unet_graph(unet: nn.Module, ucfg, tmp: Path, weight_format: str, quant_mode: str, calibration) -> GraphSpec:
+    size, dim = ucfg.size, ucfg.context_dim
+    args = (torch.randn(2, 3, size, size), torch.tensor([999.0, 10.0]), torch.randn(2, 1, dim))
+    return _write_graph(UNetStep(unet), args, "unet", tmp,
+                        [_spec("sample", "float32", ["batch", 3, size, size]), _spec("timestep", "float32", ["batch"]),
+                         _spec("context", "float32", ["batch", 1, dim])],
+                        [_spec("noise", "float32", ["batch", 3, size, size])], weight_format, quant_mode, calibration)
+
+
+def _unet_calibration(ucfg, n: int = 64) -> list[dict]:
+    """Real UNet inputs for INT8 PTQ: noisy samples at spread timesteps with real caption embeddings."""
+    from ..emoji_data import load_emoji
+    from ..train.diffusion import caption_embeddings, noise_scheduler, to_unit
+    data = load_emoji(ucfg.size)
+    rows = np.random.default_rng(0).choice(len(data.captions), n, replace=False)
+    emb = caption_embeddings([data.captions[i] for i in rows], ucfg.text_encoder)
+    x0 = to_unit(data.images[rows])
+    ac = noise_scheduler(ucfg).alphas_cumprod
+    t = torch.linspace(0, len(ac) - 1, n).long()
+    a = ac[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    return [{"sample": xt[i:i + 1].numpy(), "timestep": t[i:i + 1].float().numpy(),
+             "context": emb[i:i + 1, None].numpy()} for i in range(n)]
+
+
+def _predictor_graph(src: Path, dim: int, tmp: Path) -> tuple[GraphSpec, StepPredictorInfo, nn.Module]:
+    from ..train.step_predictor import load_predictor
+    model, info = load_predictor(src)
+    if model.dim != dim:
+        raise AssetError(f"step predictor {src} takes {model.dim}-d embeddings; this UNet's text encoder gives {dim}-d")
+    g = _write_graph(model, (torch.randn(2, dim),), "predictor", tmp, [_spec("embedding", "float32", ["batch", dim])],
+                     [_spec("probs", "float32", ["batch", len(info.counts)])], "fp32", "none", None)
+    return g, info, model
+
+
+@torch.no_grad()
+def _parity(tmp: Path, graphs: list[GraphSpec], modules: dict[str, tuple[nn.Module, tuple]]) -> dict[str, float]:
+    """Max |graph − torch| for every graph and backend on the export example inputs."""
+    from ..runtime.graph import Graph
+    out = {}
+    for g in graphs:
+        module, args = modules[g.name]
+        ref = module(*args).numpy()
+        feed = {s.name: a.numpy() for s, a in zip(g.inputs, args)}
+        for backend, f in g.files.items():
+            got = Graph(tmp / f, backend)(**feed)[g.outputs[0].name]
+            out[f"{g.name}/{backend}"] = float(np.abs(got - ref).max())
+    return out
+
+
+def export(unet_dir: Path, out: Path, predictor_dir: Path | None = None, weight_format: str = "fp32",
+           quant_mode: str = "none", scheduler: str = "ddim", full_steps: int = 50, guidance_scale: float = 1.0,
+           overwrite: bool = False) -> DiffusionManifest:
+    """UNet dir (scripts/train_diffusion.py) [+ predictor dir] → a StepSaver artifact at `out`."""
+    from ..runtime.schedulers import KINDS
+    from ..train.diffusion import load_unet
+    if weight_format not in WEIGHT_FORMATS:
+        raise InputError(f"--weight-format must be one of {', '.join(WEIGHT_FORMATS)}, not {weight_format!r}")
+    if quant_mode not in QUANT_MODES:
+        raise InputError(f"--quant-mode must be one of {', '.join(QUANT_MODES)}, not {quant_mode!r}")
+    if scheduler not in KINDS:
+        raise InputError(f"unknown scheduler {scheduler!r}; use one of {', '.join(KINDS)}")
+    for d, what in ((unet_dir, "UNet"), (predictor_dir, "step predictor")):
+        if d is not None and not Path(d).is_dir():
+            raise AssetError(f"{what} dir {d} does not exist")
+    unet, ucfg = load_unet(Path(unet_dir))
+    meta = json.loads((Path(unet_dir) / "unet.json").read_text())
+    calib = _unet_calibration(ucfg) if quant_mode == "int8" else None
+    with atomic_output_dir(out, overwrite) as tmp:
+        text, tok, enc = _text_graph(ucfg.text_encoder, tmp, weight_format)
+        ug = _unet_graph(unet, ucfg, tmp, weight_format, quant_mode, calib)
+        pg, pinfo, pred = _predictor_graph(Path(predictor_dir), ucfg.context_dim, tmp) if predictor_dir else (None,) * 3
+        manifest = DiffusionManifest(
+            method="stepsaver", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(),
+            weight_format=weight_format, quant_mode=quant_mode, tokenizer=tok, text_encoder=text, unet=ug,
+            predictor=pg, step_predictor=pinfo, image_size=ucfg.size,
+            scheduler={"train_timesteps": ucfg.train_timesteps, "beta_schedule": ucfg.beta_schedule,
+                       "prediction_type": "epsilon", "kind": scheduler},
+            full_steps=full_steps, max_steps=ucfg.train_timesteps, guidance_scale=guidance_scale,
+            source={"unet_sha256": sha256_file(Path(unet_dir) / "unet.safetensors"), "unet": meta,
+                    "predictor_sha256": sha256_file(Path(predictor_dir) / "predictor.safetensors")
+                    if predictor_dir else None},
+            versions=library_versions())
+        write_manifest(tmp, manifest)
+        if weight_format == "fp32" and quant_mode == "none":
+            examples = _examples(enc, unet, ucfg, pred)
+            manifest = write_manifest(tmp, manifest.model_copy(
+                update={"parity": _parity(tmp, manifest.graphs(), examples)}))
+    return manifest
+
+
+def _examples(enc: nn.Module, unet: nn.Module, ucfg, pred: nn.Module | None) -> dict[str, tuple[nn.Module, tuple]]:
+    """Inputs for the parity check: a padded token batch, three timesteps across the schedule, embeddings."""
+    g = torch.Generator().manual_seed(0)
+    vocab = enc.bert.config.vocab_size
+    ids = torch.randint(min(1000, vocab // 2), min(5000, vocab), (2, 7), generator=g)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    d = ucfg.context_dim
+    ex = {"text_encoder": (enc, (ids, mask)),
+          "unet": (UNetStep(unet), (torch.randn(3, 3, ucfg.size, ucfg.size, generator=g),
+                                    torch.tensor([999.0, 500.0, 3.0]), torch.randn(3, 1, d, generator=g)))}
+    if pred is not None:
+        ex["predictor"] = (pred, (nn.functional.normalize(torch.randn(3, d, generator=g), dim=-1),))
+    return ex

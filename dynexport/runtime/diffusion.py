@@ -1,0 +1,120 @@
+"""StepSaver: text → image with a per-prompt step count chosen by the step-predictor graph.
+
+    encode   : text_encoder(prompts) → e [B, 384]
+    predict  : predictor(e) → P(steps) [B, C]; steps = smallest count with cumulative P ≥ margin
+    denoise  : per group of prompts with the same count, x ~ N(0, 1) [b, 3, S, S] from the prompt's seed,
+               numpy scheduler loop (schedulers.py) calling unet(x, t, e) — with classifier-free
+               guidance the batch is [conditional; unconditional (zero embedding)]
+    decode   : x ∈ [-1, 1] → uint8 [B, S, S, 3]
+
+`steps` may be "auto" (the predictor) or an int (a fixed schedule, the baseline); the noise for
+prompt i depends only on (seed, i), so the same seed gives the same start for every step count.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..manifest import DiffusionManifest
+from .graph import Graph
+from .policies import choose_steps
+from .schedulers import make_scheduler, run_loop
+from .text import TextEncoder, check_texts
+
+
+@dataclass
+class ImageStats:
+    steps: list[int] = field(default_factory=list)  # denoising steps used, per prompt
+    text_s: float = 0.0
+    predictor_s: float = 0.0
+    unet_s: float = 0.0  # UNet graph calls
+    total_s: float = 0.0
+    unet_calls: int = 0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "mean_steps": float(np.mean(self.steps)) if self.steps else 0.0}
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    images: np.ndarray  # [B, S, S, 3] uint8
+    stats: ImageStats
+
+
+class StepSaverPipeline:
+    def __init__(self, root: Path, manifest: DiffusionManifest, backend: str, device: str = "CPU",
+                 threads: int | None = None):
+        self.manifest = manifest
+        tok = manifest.tokenizer
+        self.tokenizer = TextEncoder(root / tok.file, tok.max_length, tok.pad_id)
+        self.graphs = {g.name: Graph(root / g.files[backend], backend, device, threads) for g in manifest.graphs()}
+
+    def embed(self, prompts: list[str]) -> np.ndarray:
+        """Sentence embeddings [B, 384]."""
+        b = self.tokenizer(prompts)
+        return self.graphs["text_encoder"](input_ids=b.input_ids, attention_mask=b.attention_mask)["text_embedding"]
+
+    def predict_steps(self, emb: np.ndarray, margin: float | None = None) -> np.ndarray:
+        """Step count per prompt from the predictor graph → [B] int."""
+        info = self.manifest.step_predictor
+        if info is None or "predictor" not in self.graphs:
+            raise InputError("this artifact has no step predictor: pass steps=N (an int), or export with --predictor")
+        probs = self.graphs["predictor"](embedding=emb.astype(np.float32))["probs"]  # [B, C]
+        return choose_steps(probs, info.counts, info.margin if margin is None else margin)
+
+    def generate(self, prompts: list[str] | str, seed: int = 0, steps: int | str = "auto",
+                 margin: float | None = None, scheduler: str | None = None,
+                 guidance_scale: float | None = None) -> ImageResult:
+        """Images for `prompts`; steps = "auto" (predicted per prompt) or an int for every prompt."""
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        check_texts(prompts)
+        m = self.manifest
+        sched = make_scheduler(m.scheduler, scheduler or m.scheduler["kind"])
+        g = m.guidance_scale if guidance_scale is None else float(guidance_scale)
+        if not np.isfinite(g) or g < 1.0:
+            raise InputError(f"guidance_scale must be a number ≥ 1, got {guidance_scale!r}")
+        stats, t0 = ImageStats(), time.perf_counter()
+        emb = self.embed(prompts)
+        stats.text_s = time.perf_counter() - t0
+        if steps == "auto":
+            t1 = time.perf_counter()
+            counts = self.predict_steps(emb, margin)
+            stats.predictor_s = time.perf_counter() - t1
+        elif isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and 1 <= steps <= m.max_steps:
+            counts = np.full(len(prompts), int(steps))
+        else:
+            raise InputError(f"steps must be 'auto' or an integer in 1..{m.max_steps}, got {steps!r}")
+        images = np.zeros((len(prompts), m.image_size, m.image_size, 3), np.uint8)
+        for n in np.unique(counts):
+            rows = np.flatnonzero(counts == n)
+            images[rows] = self._denoise(emb[rows], rows, seed, int(n), sched, g, stats)
+        stats.steps = [int(c) for c in counts]
+        stats.total_s = time.perf_counter() - t0
+        return ImageResult(images, stats)
+
+    def _denoise(self, emb: np.ndarray, rows: np.ndarray, seed: int, n: int, sched, g: float,
+                 stats: ImageStats) -> np.ndarray:
+        s = self.manifest.image_size
+        x = np.stack([np.random.default_rng([seed, int(r)]).standard_normal((3, s, s)) for r in rows]).astype(np.float32)
+        ctx = emb[:, None].astype(np.float32)  # [b, 1, 384]
+        if g != 1.0:
+            ctx = np.concatenate([ctx, np.zeros_like(ctx)])  # [2b, 1, 384]: conditional, unconditional
+
+        def eps(x: np.ndarray, t: int) -> np.ndarray:
+            t0 = time.perf_counter()
+            xin = x if g == 1.0 else np.concatenate([x, x])
+            out = self.graphs["unet"](sample=xin, timestep=np.full(len(xin), t, np.float32), context=ctx)["noise"]
+            stats.unet_s += time.perf_counter() - t0
+            stats.unet_calls += 1
+            if g == 1.0:
+                return out
+            cond, unc = out[: len(x)], out[len(x):]
+            return unc + g * (cond - unc)
+
+        x = run_loop(sched, n, x, eps)  # [b, 3, S, S] in ~[-1, 1]
+        return np.clip((x.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)

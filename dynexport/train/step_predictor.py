@@ -1,0 +1,87 @@
+"""StepSaver's step predictor: from a prompt's sentence embedding, the distribution over step counts.
+
+Each label is the smallest candidate count at which one (prompt, seed) generation has converged
+(scripts/make_step_labels.py). The predictor is a small MLP classifier over the candidate counts,
+trained with cross-entropy on all (prompt, seed) pairs — so for a prompt it learns how the needed
+count varies with the seed. The runtime picks the smallest count whose predicted cumulative
+probability reaches the safety `margin`; `calibrate_margin` chooses that margin on validation prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..manifest import StepPredictorInfo
+from ..runtime.policies import choose_steps
+
+
+@dataclass(frozen=True)
+class PredictorCfg:
+    hidden: int = 256
+    dropout: float = 0.2
+    epochs: int = 300
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+
+
+class StepPredictor(nn.Module):
+    """embedding [B, D] → probabilities [B, C] over the candidate step counts."""
+
+    def __init__(self, classes: int, dim: int = 384, hidden: int = 256, dropout: float = 0.2):
+        super().__init__()
+        self.dim = dim
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.net(embedding).softmax(-1)
+
+
+def train_predictor(emb: np.ndarray, labels: np.ndarray, classes: int, cfg: PredictorCfg) -> StepPredictor:
+    """emb [N, D], labels [N] class indices; full-batch AdamW (the label sets are small)."""
+    torch.manual_seed(cfg.seed)
+    model = StepPredictor(classes, emb.shape[1], cfg.hidden, cfg.dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    x, y = torch.from_numpy(emb).float(), torch.from_numpy(labels).long()
+    for _ in range(cfg.epochs):
+        loss = nn.functional.nll_loss(model(x).clamp_min(1e-8).log(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def calibrate_margin(probs: np.ndarray, labels_steps: np.ndarray, counts: list[int], target: float) -> dict:
+    """Smallest margin whose chosen counts cover at least `target` of the validation labels.
+    probs [N, C]; labels_steps [N] the needed count per (prompt, seed)."""
+    grid = np.round(np.arange(0.05, 1.0, 0.01), 2)
+    rows = []
+    for m in grid:
+        steps = choose_steps(probs, counts, float(m))
+        rows.append({"margin": float(m), "covered": float((steps >= labels_steps).mean()), "mean_steps": float(steps.mean())})
+    ok = [r for r in rows if r["covered"] >= target]
+    best = ok[0] if ok else rows[-1]
+    return {"target_covered": target, "chosen": best, "curve": rows[::5]}
+
+
+def save_predictor(model: StepPredictor, cfg: PredictorCfg, info: StepPredictorInfo, out: Path) -> None:
+    from safetensors.torch import save_file
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "predictor.safetensors"))
+    (out / "predictor.json").write_text(json.dumps({"cfg": asdict(cfg), "dim": model.dim, "info": info.model_dump()},
+                                                   indent=1) + "\n")
+
+
+def load_predictor(src: Path) -> tuple[StepPredictor, StepPredictorInfo]:
+    from safetensors.torch import load_file
+    meta = json.loads((src / "predictor.json").read_text())
+    cfg, info = PredictorCfg(**meta["cfg"]), StepPredictorInfo(**meta["info"])
+    model = StepPredictor(len(info.counts), meta["dim"], cfg.hidden, cfg.dropout)
+    model.load_state_dict(load_file(str(src / "predictor.safetensors")))
+    return model.eval(), info

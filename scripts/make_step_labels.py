@@ -1,0 +1,117 @@
+"""Make StepSaver's step labels: for each prompt and seed, the fewest steps whose image has converged.
+
+    python scripts/make_step_labels.py [--seeds 2] [--prompts 0] [--out benchmarks/stepsaver_labels.json]
+
+For every OpenMoji caption (all splits; the split is recorded) and seed, the exported UNet (fp32,
+through the runtime, batched) draws the image with the full schedule and with each candidate count.
+An image at n steps has *converged* when its SSIM to the full-step image is ≥ --ssim and the
+caption-match scorer names the same caption for both. The label is the smallest candidate from
+which every larger candidate has converged too (convergence is not always monotone in n; a count
+that converges by luck between two that do not is not a safe label). Per-count SSIM and agreement
+are stored, so other thresholds can be tried without regenerating. Resumable: finished chunks are
+kept in --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dynexport.emoji_data import load_emoji
+from dynexport.metrics import ssim
+
+ROOT = Path(__file__).resolve().parents[1]
+COUNTS = [3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40]
+
+
+def ensure_artifact(unet: Path, scheduler: str, full: int, guidance: float) -> Path:
+    from dynexport.export.diffusion import export
+    from dynexport.manifest import sha256_file
+    out = ROOT / "exported_models" / f"stepsaver-labels-{scheduler}"
+    m = out / "manifest.json"
+    stale = not m.is_file() or json.loads(m.read_text())["source"]["unet_sha256"] != sha256_file(unet / "unet.safetensors")
+    if stale or json.loads(m.read_text())["guidance_scale"] != guidance:
+        export(unet, out, None, weight_format="fp32", scheduler=scheduler, full_steps=full, guidance_scale=guidance,
+               overwrite=True)
+    return out
+
+
+def label_of(converged: np.ndarray, counts: list[int], full: int) -> int:
+    """converged [C] bools → the smallest count from which all larger counts converged (else full)."""
+    ok = np.flip(np.cumprod(np.flip(converged)).astype(bool))  # ok[i]: counts[i:] all converged
+    return int(counts[int(np.argmax(ok))]) if ok.any() else full
+
+
+def chunk_scores(pipe, scorer, text: np.ndarray, prompts: list[str], seed: int, full: int) -> dict:
+    """SSIM to the full-step image and scorer agreement for every candidate count, one chunk of prompts."""
+    from dynexport.train.scorer import classify
+    ref = pipe.generate(prompts, seed=seed, steps=full).images
+    ref_cls = classify(scorer, ref, text)
+    ss, agree = [], []
+    for n in COUNTS:
+        img = pipe.generate(prompts, seed=seed, steps=n).images
+        ss.append(ssim(img, ref))
+        agree.append(classify(scorer, img, text) == ref_cls)
+    return {"ssim": np.stack(ss, 1).tolist(), "agree": np.stack(agree, 1).tolist(), "ref_class": ref_cls.tolist()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--unet", type=Path, default=ROOT / "models" / "openmoji-unet32")
+    ap.add_argument("--scorer", type=Path, default=ROOT / "models" / "openmoji-scorer")
+    ap.add_argument("--scheduler", default="ddim")
+    ap.add_argument("--full-steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=1.0)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=0, help="0 = every caption")
+    ap.add_argument("--chunk", type=int, default=128)
+    ap.add_argument("--ssim", type=float, default=0.95)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stepsaver_labels.json")
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    from dynexport.runtime import load
+    from dynexport.train.diffusion import caption_embeddings
+    from dynexport.train.scorer import load_scorer
+    data = load_emoji(32)
+    split = {int(i): s for s in ("train", "val", "test") for i in data.split(s)}
+    rows = list(range(len(data.captions)))[: args.prompts or None]
+    unique = sorted(set(data.captions))
+    text = caption_embeddings(unique).numpy()
+    pipe = load(ensure_artifact(args.unet, args.scheduler, args.full_steps, args.guidance))
+    scorer = load_scorer(args.scorer)
+    work = args.work or ROOT / "exported_models" / f"stepsaver-labels-work-{args.scheduler}-g{args.guidance}"
+    work.mkdir(parents=True, exist_ok=True)
+    t0, records = time.time(), []
+    for seed in range(args.seeds):
+        for c in range(0, len(rows), args.chunk):
+            part = work / f"seed{seed}-{c:05d}.json"
+            idx = rows[c:c + args.chunk]
+            if not part.is_file():
+                res = chunk_scores(pipe, scorer, text, [data.captions[i] for i in idx], 1000 + seed, args.full_steps)
+                part.write_text(json.dumps(res))
+            res = json.loads(part.read_text())
+            for j, i in enumerate(idx):
+                records.append({"row": i, "caption": data.captions[i], "split": split[i], "seed": 1000 + seed,
+                                "ssim": [round(v, 5) for v in res["ssim"][j]], "agree": res["agree"][j],
+                                "ref_class_ok": unique[res["ref_class"][j]] == data.captions[i]})
+            print(f"seed {seed} prompts {c + len(idx)}/{len(rows)} ({time.time() - t0:.0f} s)", flush=True)
+    for r in records:
+        conv = (np.array(r["ssim"]) >= args.ssim) & np.array(r["agree"])
+        r["label"] = label_of(conv, COUNTS, args.full_steps)
+    labels = np.array([r["label"] for r in records])
+    summary = {"records": len(records), "mean_label": float(labels.mean()),
+               "label_histogram": {str(n): int((labels == n).sum()) for n in [*COUNTS, args.full_steps]},
+               "full_step_scorer_accuracy": float(np.mean([r["ref_class_ok"] for r in records]))}
+    payload = {"counts": COUNTS, "full_steps": args.full_steps, "scheduler": args.scheduler, "guidance": args.guidance,
+               "ssim_threshold": args.ssim, "rule": "smallest count from which every larger count has SSIM >= "
+               "threshold to the full-step image and the same scorer caption", "summary": summary, "records": records}
+    args.out.write_text(json.dumps(payload) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
