@@ -135,6 +135,32 @@ def train(images: np.ndarray, emb: torch.Tensor, ucfg: UNetCfg, tcfg: TrainCfg, 
     return ema.eval()
 
 
+def load_checkpoint_ema(work: Path, ucfg: UNetCfg) -> tuple[nn.Module, int]:
+    """The EMA UNet of the latest training checkpoint in `work` and its step (a snapshot while training)."""
+    state = torch.load(work / "unet_ckpt.pt", weights_only=True)
+    ema = build_unet(ucfg)
+    ema.load_state_dict(state["ema"])
+    return ema.eval(), int(state["step"])
+
+
+@torch.no_grad()
+def preview(unet: nn.Module, ucfg: UNetCfg, emb: torch.Tensor, steps: int = 50, guidance: float = 1.0,
+            seed: int = 0) -> np.ndarray:
+    """Samples for a look at training progress: torch UNet + diffusers DDIM (trailing), [B, S, S, 3] uint8."""
+    from diffusers import DDIMScheduler
+    size = ucfg.size
+    sched = DDIMScheduler(num_train_timesteps=ucfg.train_timesteps, beta_schedule=ucfg.beta_schedule,
+                          timestep_spacing="trailing", clip_sample=True)
+    sched.set_timesteps(steps)
+    x = torch.randn(len(emb), 3, size, size, generator=torch.Generator().manual_seed(seed))
+    ctx = torch.cat([emb[:, None], torch.zeros_like(emb[:, None])])
+    for t in sched.timesteps:
+        out = unet(torch.cat([x, x]), t, ctx).sample
+        eps = out[len(x):] + guidance * (out[: len(x)] - out[len(x):])
+        x = sched.step(eps, t, x).prev_sample
+    return ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8)
+
+
 def _lr(step: int, cfg: TrainCfg) -> float:
     warm = min(1.0, (step + 1) / cfg.warmup)
     return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
