@@ -30,12 +30,12 @@ def _weight_mode(weight_format: str):
     return {"int8": nncf.CompressWeightsMode.INT8_ASYM, "int4": nncf.CompressWeightsMode.INT4_SYM}[weight_format]
 
 
-def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict] | None):
+def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict] | None, transformer: bool):
     if quant_mode == "int8":
         if not calibration:
             raise DynexportError("--quant-mode int8 needs calibration samples (calibration_samples > 0)")
-        return nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-                             subset_size=len(calibration))
+        return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
+                             model_type=nncf.ModelType.TRANSFORMER if transformer else None)
     kwargs = {}
     if weight_format == "int4":  # small layers fall back to INT8 rather than failing on group size
         from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
@@ -45,8 +45,9 @@ def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict
 
 
 def compress_graph(path: Path, backend: str, weight_format: str, quant_mode: str,
-                   calibration: Iterable[dict] | None = None) -> str:
-    """Compress the graph at `path` (.xml for openvino, .onnx for onnxruntime) in place."""
+                   calibration: Iterable[dict] | None = None, transformer: bool = True) -> str:
+    """Compress the graph at `path` (.xml for openvino, .onnx for onnxruntime) in place. `transformer`
+    selects NNCF's transformer PTQ scheme (SmoothQuant, attention-aware ignores); False for conv nets."""
     label = precision_label(weight_format, quant_mode, backend)
     if label in ("fp32", "fp16"):
         return label
@@ -55,12 +56,13 @@ def compress_graph(path: Path, backend: str, weight_format: str, quant_mode: str
     if backend == "openvino":
         import openvino as ov
         model = ov.Core().read_model(str(path))
-        ov.save_model(_compress(model, weight_format, quant_mode, calibration), str(tmp), compress_to_fp16=False)
+        compressed = _compress(model, weight_format, quant_mode, calibration, transformer)
+        ov.save_model(compressed, str(tmp), compress_to_fp16=False)
         del model
         os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
     else:
         import onnx
         model = onnx.load(str(path))
-        onnx.save(_compress(model, weight_format, quant_mode, calibration), str(tmp))
+        onnx.save(_compress(model, weight_format, quant_mode, calibration, transformer), str(tmp))
     os.replace(tmp, path)
     return label

@@ -1,6 +1,6 @@
 """Make StepSaver's step labels: for each prompt and seed, the fewest steps whose image has converged.
 
-    python scripts/make_step_labels.py [--seeds 2] [--prompts 0] [--out benchmarks/stepsaver_labels.json]
+    python scripts/make_step_labels.py [--seeds 2] [--splits train,val] [--prompts 0] [--scheduler ddim]
 
 For every OpenMoji caption (all splits; the split is recorded) and seed, the exported UNet (fp32,
 through the runtime, batched) draws the image with the full schedule and with each candidate count.
@@ -15,6 +15,7 @@ kept in --work.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -46,17 +47,19 @@ def label_of(converged: np.ndarray, counts: list[int], full: int) -> int:
     return int(counts[int(np.argmax(ok))]) if ok.any() else full
 
 
-def chunk_scores(pipe, scorer, text: np.ndarray, prompts: list[str], seed: int, full: int) -> dict:
-    """SSIM to the full-step image and scorer agreement for every candidate count, one chunk of prompts."""
+def chunk_scores(pipe, scorer, text: np.ndarray, family: np.ndarray, prompts: list[str], seed: int, full: int) -> dict:
+    """SSIM to the full-step image and scorer agreement (caption, and caption family) for every
+    candidate count, one chunk of prompts. family [U]: family id of each caption."""
     from dynexport.train.scorer import classify
     ref = pipe.generate(prompts, seed=seed, steps=full).images
     ref_cls = classify(scorer, ref, text)
-    ss, agree = [], []
+    ss, agree, agree_fam = [], [], []
     for n in COUNTS:
         img = pipe.generate(prompts, seed=seed, steps=n).images
-        ss.append(ssim(img, ref))
-        agree.append(classify(scorer, img, text) == ref_cls)
-    return {"ssim": np.stack(ss, 1).tolist(), "agree": np.stack(agree, 1).tolist(), "ref_class": ref_cls.tolist()}
+        cls = classify(scorer, img, text)
+        ss.append(ssim(img, ref)), agree.append(cls == ref_cls), agree_fam.append(family[cls] == family[ref_cls])
+    return {"ssim": np.stack(ss, 1).tolist(), "agree": np.stack(agree, 1).tolist(),
+            "agree_family": np.stack(agree_fam, 1).tolist(), "ref_class": ref_cls.tolist()}
 
 
 def main() -> None:
@@ -67,7 +70,8 @@ def main() -> None:
     ap.add_argument("--full-steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--prompts", type=int, default=0, help="0 = every caption")
+    ap.add_argument("--prompts", type=int, default=0, help="at most this many captions (0 = all of the splits)")
+    ap.add_argument("--splits", default="train,val,test", help="which splits' captions to label")
     ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--ssim", type=float, default=0.95)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stepsaver_labels.json")
@@ -78,25 +82,31 @@ def main() -> None:
     from dynexport.train.scorer import load_scorer
     data = load_emoji(32)
     split = {int(i): s for s in ("train", "val", "test") for i in data.split(s)}
-    rows = list(range(len(data.captions)))[: args.prompts or None]
+    wanted = set(args.splits.split(","))
+    rows = [i for i in range(len(data.captions)) if split[i] in wanted][: args.prompts or None]
     unique = sorted(set(data.captions))
     text = caption_embeddings(unique).numpy()
+    family = np.unique([c.split(":")[0] for c in unique], return_inverse=True)[1]  # [U] family id
     pipe = load(ensure_artifact(args.unet, args.scheduler, args.full_steps, args.guidance))
     scorer = load_scorer(args.scorer)
-    work = args.work or ROOT / "exported_models" / f"stepsaver-labels-work-{args.scheduler}-g{args.guidance}"
+    unet_sha = pipe.manifest.source["unet_sha256"][:12]
+    work = args.work or ROOT / "exported_models" / f"stepsaver-labels-work-{unet_sha}-{args.scheduler}-g{args.guidance}"
     work.mkdir(parents=True, exist_ok=True)
     t0, records = time.time(), []
     for seed in range(args.seeds):
         for c in range(0, len(rows), args.chunk):
-            part = work / f"seed{seed}-{c:05d}.json"
             idx = rows[c:c + args.chunk]
+            key = hashlib.sha256(json.dumps([args.full_steps, COUNTS, idx]).encode()).hexdigest()[:16]
+            part = work / f"seed{seed}-{key}.json"  # a chunk is reused only for the same rows and counts
             if not part.is_file():
-                res = chunk_scores(pipe, scorer, text, [data.captions[i] for i in idx], 1000 + seed, args.full_steps)
+                res = chunk_scores(pipe, scorer, text, family, [data.captions[i] for i in idx], 1000 + seed,
+                                   args.full_steps)
                 part.write_text(json.dumps(res))
             res = json.loads(part.read_text())
             for j, i in enumerate(idx):
                 records.append({"row": i, "caption": data.captions[i], "split": split[i], "seed": 1000 + seed,
                                 "ssim": [round(v, 5) for v in res["ssim"][j]], "agree": res["agree"][j],
+                                "agree_family": res["agree_family"][j],
                                 "ref_class_ok": unique[res["ref_class"][j]] == data.captions[i]})
             print(f"seed {seed} prompts {c + len(idx)}/{len(rows)} ({time.time() - t0:.0f} s)", flush=True)
     for r in records:

@@ -205,3 +205,24 @@ def test_cli_diffusion_and_imagine(tiny_diffusion, tmp_path):
     assert p.returncode == 2 and "error: steps must be" in p.stderr
     p = run("imagine", out, "", "--out", png)
     assert p.returncode == 2 and "error:" in p.stderr and "empty" in p.stderr
+
+
+def test_int8_unet_ptq_and_weight_compression(tiny_diffusion, tmp_path):
+    """--quant-mode int8: FakeQuantize / QuantizeLinear in the UNet graphs (calibrated on real noisy emoji),
+    the text encoder keeps float weights; --weight-format int8 puts int8 constants in every graph."""
+    from test_quantized import onnx_op_counts, ov_low_precision_constants, ov_op_counts
+
+    from dynexport.export.diffusion import export
+    from dynexport.runtime import load
+    ptq = export(tiny_diffusion["unet"], tmp_path / "ptq", tiny_diffusion["pred"], weight_format="fp32",
+                 quant_mode="int8")
+    assert ptq.unet.precision == {"openvino": "int8", "onnxruntime": "int8"}
+    assert ov_op_counts(tmp_path / "ptq" / "unet.xml").get("FakeQuantize", 0) >= 8
+    assert onnx_op_counts(tmp_path / "ptq" / "unet.onnx").get("QuantizeLinear", 0) >= 8
+    assert ov_op_counts(tmp_path / "ptq" / "text_encoder.xml").get("FakeQuantize", 0) == 0
+    w8 = export(tiny_diffusion["unet"], tmp_path / "w8", None, weight_format="int8")
+    assert all(ov_low_precision_constants(tmp_path / "w8" / g.files["openvino"]) > 0 for g in w8.graphs())
+    for art in ("ptq", "w8"):
+        for backend in ("openvino", "onnxruntime"):
+            img = load(tmp_path / art, backend).generate(["red apple"], steps=3).images
+            assert img.shape == (1, 16, 16, 3) and img.std() > 0

@@ -60,14 +60,16 @@ def _spec(name: str, dtype: str, shape: list) -> TensorSpec:
 
 
 def _write_graph(module: nn.Module, args: tuple, name: str, tmp: Path, ins: list[TensorSpec],
-                 outs: list[TensorSpec], weight_format: str, quant_mode: str, calibration) -> GraphSpec:
+                 outs: list[TensorSpec], weight_format: str, quant_mode: str, calibration,
+                 transformer: bool = True) -> GraphSpec:
     """module → name.onnx + name.xml, compressed per backend; returns its manifest entry."""
     from ..quantize import compress_graph
     dynamic = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in ins}
     export_onnx(module, args, tmp / f"{name}.onnx", [s.name for s in ins], [s.name for s in outs], dynamic)
     onnx_to_openvino(tmp / f"{name}.onnx", tmp / f"{name}.xml", fp16=weight_format == "fp16")
     files = {"openvino": f"{name}.xml", "onnxruntime": f"{name}.onnx"}
-    precision = {b: compress_graph(tmp / f, b, weight_format, quant_mode, calibration) for b, f in files.items()}
+    precision = {b: compress_graph(tmp / f, b, weight_format, quant_mode, calibration, transformer)
+                 for b, f in files.items()}
     return GraphSpec(name=name, files=files, inputs=ins, outputs=outs, precision=precision)
 
 
@@ -95,7 +97,8 @@ def _unet_graph(unet: nn.Module, ucfg, tmp: Path, weight_format: str, quant_mode
     return _write_graph(UNetStep(unet), args, "unet", tmp,
                         [_spec("sample", "float32", ["batch", 3, size, size]), _spec("timestep", "float32", ["batch"]),
                          _spec("context", "float32", ["batch", 1, dim])],
-                        [_spec("noise", "float32", ["batch", 3, size, size])], weight_format, quant_mode, calibration)
+                        [_spec("noise", "float32", ["batch", 3, size, size])], weight_format, quant_mode, calibration,
+                        transformer=False)
 
 
 def _unet_calibration(ucfg, n: int = 64) -> list[dict]:
