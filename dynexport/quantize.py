@@ -30,16 +30,19 @@ def _weight_mode(weight_format: str):
     return {"int8": nncf.CompressWeightsMode.INT8_ASYM, "int4": nncf.CompressWeightsMode.INT4_SYM}[weight_format]
 
 
-def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict] | None, transformer: bool):
+def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict] | None, transformer: bool,
+              onnx_graph: bool = False):
     if quant_mode == "int8":
         if not calibration:
             raise DynexportError("--quant-mode int8 needs calibration samples (calibration_samples > 0)")
         return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
                              model_type=nncf.ModelType.TRANSFORMER if transformer else None)
     kwargs = {}
+    if onnx_graph:  # NNCF writes Conv weight scales ORT rejects ("scale must be 1D"): compress MatMul/Gemm only
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=["Conv", "ConvTranspose"], validate=False)
     if weight_format == "int4":  # small layers fall back to INT8 rather than failing on group size
         from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
-        kwargs = dict(group_size=64, ratio=1.0, advanced_parameters=AdvancedCompressionParameters(
+        kwargs.update(group_size=64, ratio=1.0, advanced_parameters=AdvancedCompressionParameters(
             group_size_fallback_mode=GroupSizeFallbackMode.IGNORE))
     return nncf.compress_weights(model, mode=_weight_mode(weight_format), **kwargs)
 
@@ -63,6 +66,6 @@ def compress_graph(path: Path, backend: str, weight_format: str, quant_mode: str
     else:
         import onnx
         model = onnx.load(str(path))
-        onnx.save(_compress(model, weight_format, quant_mode, calibration, transformer), str(tmp))
+        onnx.save(_compress(model, weight_format, quant_mode, calibration, transformer, onnx_graph=True), str(tmp))
     os.replace(tmp, path)
     return label
