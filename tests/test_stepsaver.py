@@ -9,7 +9,7 @@ from dynexport.errors import InputError
 from dynexport.runtime.schedulers import make_scheduler, run_loop, timesteps
 
 SETTINGS = {"ddim": dict(timestep_spacing="trailing", clip_sample=True, set_alpha_to_one=True),
-            "dpmsolver++": dict(algorithm_type="dpmsolver++", solver_order=2)}
+            "dpmsolver++": dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)}
 
 
 def _diffusers(kind: str, beta_schedule: str, n: int):

@@ -4,7 +4,11 @@
 timesteps and `run_loop(cfg, n, x, eps_fn)` denoises x with them. Two kinds, each matching
 diffusers to ~1e-6 (tests compare them step by step):
 - `ddim`: DDIMScheduler, η = 0, x₀ clipped to [-1, 1], set_alpha_to_one;
-- `dpmsolver++`: DPMSolverMultistepScheduler, 2nd-order multistep, lower-order final steps, final σ = 0.
+- `dpmsolver++`: DPMSolverMultistepScheduler, 2nd-order multistep, lower-order final steps, final σ = 0,
+  x₀ clipped to [-1, 1] (diffusers: thresholding with sample_max_value = 1). Without the clip the
+  first step at t = T−1 (σ ≈ 2·10⁴ on the cosine schedule) multiplies the UNet's error by ~10⁴ and the
+  images saturate (measured on the emoji UNet at 1.3k training steps, 32 prompts: SSIM of the 50-step
+  DPM-Solver++ image to the 50-step DDIM image 0.07 without the clip, 0.77 with it).
 Timestep spacing is diffusers' `trailing` for DDIM (starts at t = T−1, the pure-noise end, which
 matters at few steps) and `linspace` for DPM-Solver++ (its default).
 """
@@ -100,7 +104,7 @@ class _DPMSolverPP:
         n = len(ts)
         a_s, s_s = self._alpha_sigma(i)
         a_t, s_t = self._alpha_sigma(i + 1)
-        x0 = (x - s_s * eps) / a_s
+        x0 = np.clip((x - s_s * eps) / a_s, -1.0, 1.0)
         lam = lambda a, s: math.log(a) - math.log(s) if s > 0 else math.inf  # noqa: E731
         first = self.prev_x0 is None or i == n - 1  # lower-order start, and the final step (σ → 0)
         h = lam(a_t, s_t) - lam(a_s, s_s)
