@@ -107,13 +107,15 @@ def load_emoji(size: int = 32, limit: int | None = None) -> EmojiSet:
     meta = [(s, caption(s)) for s in stems]
     meta = [(s, c) for s, c in meta if c is not None]
     codes = np.frombuffer(" ".join(s for s, _ in meta).encode(), np.uint8)  # which emoji, in order
-    if not cached.is_file() or not np.array_equal(load_file(str(cached))["codes"], codes):
+    stored = load_file(str(cached)) if cached.is_file() else {}
+    if np.array_equal(stored.get("codes", []), codes):
+        images = stored["images"]
+    else:
         from tqdm import tqdm
         images = np.stack([render(svg_dir / f"{s}.svg", size) for s, _ in tqdm(meta, desc=f"render emoji {size}px")])
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
         save_file({"images": images, "codes": codes}, str(tmp))
         tmp.replace(cached)
-    images = load_file(str(cached))["images"]
     n = len(meta) if limit is None else limit
     return EmojiSet(images[:n], [c[0] for _, c in meta[:n]], [s for s, _ in meta[:n]], [c[1] for _, c in meta[:n]])

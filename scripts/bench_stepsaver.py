@@ -35,6 +35,8 @@ def ensure(out: Path, weight_format: str, quant_mode: str) -> Path:
     from dynexport.recipe import StepSaverRecipe, load_recipe
     r = load_recipe(None, None, StepSaverRecipe)
     unet, pred = r.path(r.models.unet), r.path(r.models.predictor)
+    if pred is None:
+        raise SystemExit("recipes/stepsaver.toml names no step predictor; train one with scripts/train_step_predictor.py")
     shas = {"unet_sha256": sha256_file(unet / "unet.safetensors"), "predictor_sha256": sha256_file(pred / "predictor.safetensors")}
     m = out / "manifest.json"
     if not m.is_file() or any(json.loads(m.read_text())["source"][k] != v for k, v in shas.items()):
@@ -66,11 +68,11 @@ def quality(res: dict, ref: np.ndarray, scorer, text: np.ndarray, caption_idx: n
     out = {}
     for name, d in res.items():
         imgs = np.stack(d["images"])
-        pred = classify(scorer, imgs, text)
+        pred, sim = classify(scorer, imgs, text), ssim(imgs, ref)
         out[name] = {"mean_steps": float(np.mean(d["steps"])), "wall_s_total": float(np.sum(d["wall_s"])),
                      "wall_ms_median": 1e3 * float(np.median(d["wall_s"])), "unet_s_total": float(np.sum(d["unet_s"])),
                      "predictor_ms_mean": 1e3 * float(np.mean(d["predictor_s"])),
-                     "ssim_mean": float(ssim(imgs, ref).mean()), "ssim_min": float(ssim(imgs, ref).min()),
+                     "ssim_mean": float(sim.mean()), "ssim_min": float(sim.min()),
                      "accuracy": float((pred == caption_idx).mean()),
                      "family_accuracy": float((fam_of[pred] == families).mean()),
                      "steps_histogram": {str(k): int(v) for k, v in zip(*np.unique(d["steps"], return_counts=True))}}

@@ -34,8 +34,9 @@ def ensure_artifact(unet: Path, scheduler: str, full: int, guidance: float) -> P
     from dynexport.manifest import sha256_file
     out = ROOT / "exported_models" / f"stepsaver-labels-{scheduler}"
     m = out / "manifest.json"
-    stale = not m.is_file() or json.loads(m.read_text())["source"]["unet_sha256"] != sha256_file(unet / "unet.safetensors")
-    if stale or json.loads(m.read_text())["guidance_scale"] != guidance:
+    have = json.loads(m.read_text()) if m.is_file() else None
+    if have is None or have["source"]["unet_sha256"] != sha256_file(unet / "unet.safetensors") \
+            or have["guidance_scale"] != guidance or have["full_steps"] != full:
         export(unet, out, None, weight_format="fp32", scheduler=scheduler, full_steps=full, guidance_scale=guidance,
                overwrite=True)
     return out

@@ -23,6 +23,7 @@ from ..errors import AssetError, InputError
 from ..manifest import (DiffusionManifest, GraphSpec, StepPredictorInfo, TensorSpec, Tokenizer, sha256_file,
                         write_manifest)
 from .common import atomic_output_dir, export_onnx, library_versions, onnx_to_openvino
+from .encoder_segments import masked_mean
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
 QUANT_MODES = ("none", "int8")
@@ -39,9 +40,7 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, D]
-        m = attention_mask.unsqueeze(-1).to(h.dtype)  # [B, L, 1]
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return nn.functional.normalize(pooled, dim=-1)
+        return nn.functional.normalize(masked_mean(h, attention_mask), dim=-1)
 
 
 class UNetStep(nn.Module):

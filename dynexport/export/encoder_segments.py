@@ -88,6 +88,12 @@ def run_layers(base: nn.Module, family: Family, hidden: torch.Tensor, ext_mask: 
     return hidden
 
 
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real (mask = 1) tokens: [batch, seq, hidden], [batch, seq] → [batch, hidden]."""
+    m = mask.to(hidden.dtype).unsqueeze(-1)  # [batch, seq, 1]
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 class ExitHead(nn.Module):
     """Masked mean pooling → Linear → tanh → Linear: [batch, seq, hidden] → [batch, classes]."""
 
@@ -98,8 +104,7 @@ class ExitHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.to(hidden.dtype).unsqueeze(-1)  # [batch, seq, 1]
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)  # [batch, hidden]
+        return masked_mean(hidden, mask)  # [batch, hidden]
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.out(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
