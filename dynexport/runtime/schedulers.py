@@ -70,8 +70,8 @@ def timesteps(cfg: SchedulerCfg, n: int) -> np.ndarray:
 def run_loop(cfg: SchedulerCfg, n: int, x: np.ndarray, eps_fn: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
     """Denoise x [B, C, H, W] from pure noise in n steps; eps_fn(x, t) → predicted noise, same shape."""
     ts = timesteps(cfg, n)
-    step = _ddim_step if cfg.kind == "ddim" else _DPMSolverPP(cfg, ts).step
     ac = alphas_cumprod(cfg)
+    step = _ddim_step if cfg.kind == "ddim" else _DPMSolverPP(ac, ts).step
     for i, t in enumerate(ts):
         x = step(ac, ts, i, x, eps_fn(x, int(t)))
     return x
@@ -88,8 +88,7 @@ def _ddim_step(ac: np.ndarray, ts: np.ndarray, i: int, x: np.ndarray, eps: np.nd
 class _DPMSolverPP:
     """DPM-Solver++(2M) state over one loop: σ per step and the previous x₀ prediction."""
 
-    def __init__(self, cfg: SchedulerCfg, ts: np.ndarray):
-        ac = alphas_cumprod(cfg)
+    def __init__(self, ac: np.ndarray, ts: np.ndarray):
         sig = np.sqrt((1 - ac) / ac)
         s = np.interp(ts.astype(np.float64), np.arange(len(sig)), sig)
         self.sigmas = np.concatenate([s, [0.0]])  # [n + 1], final σ = 0
