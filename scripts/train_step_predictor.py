@@ -57,7 +57,8 @@ def main() -> None:
         "split": "val", "examples": int(va.sum()), **cal},
         training={"examples": int(tr.sum()), "labels": args.labels.name, "ssim_threshold":
                   args.ssim if args.ssim is not None else payload["ssim_threshold"], "scheduler": payload["scheduler"],
-                  "guidance": payload["guidance"], "mean_label_train": float(labels[tr].mean())})
+                  "guidance": payload["guidance"], "full_steps": payload["full_steps"],
+                  "unet_sha256": payload.get("unet_sha256"), "mean_label_train": float(labels[tr].mean())})
     save_predictor(model, cfg, info, args.out)
     print(json.dumps({"margin": info.margin, "chosen": cal["chosen"], "mean_label_val": float(labels[va].mean())},
                      indent=1))

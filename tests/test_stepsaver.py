@@ -226,3 +226,31 @@ def test_int8_unet_ptq_and_weight_compression(tiny_diffusion, tmp_path):
         for backend in ("openvino", "onnxruntime"):
             img = load(tmp_path / art, backend).generate(["red apple"], steps=3).images
             assert img.shape == (1, 16, 16, 3) and img.std() > 0
+
+
+def test_predictor_must_fit_the_export_and_the_call(tiny_diffusion, tmp_path):
+    """A predictor's labels hold for one UNet, scheduler, full count and guidance: others are refused."""
+    from dynexport.export.diffusion import export
+    from dynexport.manifest import StepPredictorInfo, sha256_file
+    from dynexport.runtime import load
+    from dynexport.train.step_predictor import PredictorCfg, load_predictor, save_predictor
+    model, _ = load_predictor(tiny_diffusion["pred"])
+    sha = sha256_file(tiny_diffusion["unet"] / "unet.safetensors")
+    made = {"scheduler": "ddim", "full_steps": 8, "guidance": 1.0, "unet_sha256": sha}
+    for key, wrong in (("scheduler", "dpmsolver++"), ("unet_sha256", "0" * 64)):
+        pred = tmp_path / f"pred-{key}"
+        save_predictor(model, PredictorCfg(hidden=16), StepPredictorInfo(counts=COUNTS, margin=0.5,
+                       training={**made, key: wrong}), pred)
+        with pytest.raises(InputError, match=f"does not fit this export.*{key}"):
+            export(tiny_diffusion["unet"], tmp_path / "a", pred, scheduler="ddim", full_steps=8)
+        assert not (tmp_path / "a").exists()
+    pred = tmp_path / "pred-ok"
+    save_predictor(model, PredictorCfg(hidden=16), StepPredictorInfo(counts=COUNTS, margin=0.5, training=made), pred)
+    export(tiny_diffusion["unet"], tmp_path / "a", pred, scheduler="ddim", full_steps=8)
+    pipe = load(tmp_path / "a")
+    assert pipe.generate(["red apple"]).stats.steps[0] in COUNTS
+    with pytest.raises(InputError, match="predicts counts for scheduler 'ddim'"):
+        pipe.generate(["red apple"], scheduler="dpmsolver++")
+    with pytest.raises(InputError, match="predicts counts for guidance"):
+        pipe.generate(["red apple"], guidance_scale=2.0)
+    assert pipe.generate(["red apple"], steps=3, guidance_scale=2.0).stats.steps == [3]

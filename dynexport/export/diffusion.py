@@ -141,6 +141,18 @@ def _parity(tmp: Path, graphs: list[GraphSpec], modules: dict[str, tuple[nn.Modu
     return out
 
 
+def check_predictor_fits(predictor_dir: Path, unet_sha: str, sampling: dict) -> None:
+    """The predictor's labels were made with one UNet, scheduler, full step count and guidance; its
+    step counts mean nothing for another. Predictors that record none of these are not checked."""
+    trained = json.loads((predictor_dir / "predictor.json").read_text())["info"].get("training", {})
+    want = {**sampling, "unet_sha256": unet_sha}
+    bad = [f"{k}: labels made with {trained[k]!r}, export asks {v!r}" for k, v in want.items()
+           if trained.get(k) is not None and trained[k] != v]
+    if bad:
+        raise InputError(f"step predictor {predictor_dir} does not fit this export ({'; '.join(bad)}); "
+                         "export with the predictor's settings or retrain it (scripts/make_step_labels.py)")
+
+
 def export(unet_dir: Path, out: Path, predictor_dir: Path | None = None, weight_format: str = "fp32",
            quant_mode: str = "none", scheduler: str = "ddim", full_steps: int = 50, guidance_scale: float = 1.0,
            overwrite: bool = False) -> DiffusionManifest:
@@ -158,6 +170,9 @@ def export(unet_dir: Path, out: Path, predictor_dir: Path | None = None, weight_
             raise AssetError(f"{what} dir {d} does not exist")
     unet, ucfg = load_unet(Path(unet_dir))
     meta = json.loads((Path(unet_dir) / "unet.json").read_text())
+    if predictor_dir:
+        check_predictor_fits(Path(predictor_dir), sha256_file(Path(unet_dir) / "unet.safetensors"),
+                             {"scheduler": scheduler, "full_steps": full_steps, "guidance": guidance_scale})
     calib = _unet_calibration(ucfg) if quant_mode == "int8" else None
     with atomic_output_dir(out, overwrite) as tmp:
         text, tok, enc = _text_graph(ucfg.text_encoder, tmp, weight_format)

@@ -82,6 +82,7 @@ class StepSaverPipeline:
         emb = self.embed(prompts)
         stats.text_s = time.perf_counter() - t0
         if steps == "auto":
+            self._check_auto(sched.kind, g)
             t1 = time.perf_counter()
             counts = self.predict_steps(emb, margin)
             stats.predictor_s = time.perf_counter() - t1
@@ -96,6 +97,14 @@ class StepSaverPipeline:
         stats.steps = [int(c) for c in counts]
         stats.total_s = time.perf_counter() - t0
         return ImageResult(images, stats)
+
+    def _check_auto(self, kind: str, g: float) -> None:
+        """Predicted counts hold only for the scheduler and guidance the predictor's labels were made with."""
+        trained = (self.manifest.step_predictor.training if self.manifest.step_predictor else {}) or {}
+        for key, have in (("scheduler", kind), ("guidance", g)):
+            if trained.get(key) is not None and trained[key] != have:
+                raise InputError(f"steps='auto' predicts counts for {key} {trained[key]!r}, not {have!r}: "
+                                 f"pass steps=N, or keep the artifact's {key}")
 
     def _denoise(self, emb: np.ndarray, rows: np.ndarray, seed: int, n: int, sched, g: float,
                  stats: ImageStats) -> np.ndarray:
