@@ -9,7 +9,9 @@ configurations interleaved prompt by prompt, all through the dynexport runtime (
 - fixed-same-mean: one global count equal to StepSaver's mean (rounded), the honest baseline;
 - stepsaver-int8: the same predictor with an INT8 (NNCF PTQ) UNet artifact.
 Quality: SSIM to the full-step fp32 image of the same prompt and seed; scorer accuracy (the caption-
-match scorer names the prompt's caption among all captions, and its skin-tone-free family).
+match scorer names the prompt's caption among all captions, and its skin-tone-free family); and, as
+the scorer's graded verdict, the prompt caption's rank percentile among all captions (0.5 = chance,
+1 = top) and its cosine match score.
 """
 
 from __future__ import annotations
@@ -64,17 +66,20 @@ def run_configs(pipes: dict, prompts: list[str], configs: list[tuple]) -> dict:
 
 def quality(res: dict, ref: np.ndarray, scorer, text: np.ndarray, caption_idx: np.ndarray, fam_of: np.ndarray,
             families: np.ndarray) -> dict:
-    from dynexport.train.scorer import classify
+    from dynexport.train.scorer import embed_images
     out = {}
     for name, d in res.items():
         imgs = np.stack(d["images"])
-        pred, sim = classify(scorer, imgs, text), ssim(imgs, ref)
+        scores = embed_images(scorer, imgs) @ text.T  # [N, U] cosine of each image to every caption
+        own = scores[np.arange(len(imgs)), caption_idx]
+        pred, sim = scores.argmax(-1), ssim(imgs, ref)
         out[name] = {"mean_steps": float(np.mean(d["steps"])), "wall_s_total": float(np.sum(d["wall_s"])),
                      "wall_ms_median": 1e3 * float(np.median(d["wall_s"])), "unet_s_total": float(np.sum(d["unet_s"])),
                      "predictor_ms_mean": 1e3 * float(np.mean(d["predictor_s"])),
                      "ssim_mean": float(sim.mean()), "ssim_min": float(sim.min()),
                      "accuracy": float((pred == caption_idx).mean()),
                      "family_accuracy": float((fam_of[pred] == families).mean()),
+                     "caption_rank_pct": float((scores < own[:, None]).mean()), "match_score": float(own.mean()),
                      "steps_histogram": {str(k): int(v) for k, v in zip(*np.unique(d["steps"], return_counts=True))}}
     return out
 
@@ -107,6 +112,8 @@ def summarize(q: dict, full_steps: int) -> dict:
            "family_accuracy_drop_pt": 100 * (f["family_accuracy"] - s["family_accuracy"]),
            "vs_fixed_same_mean_accuracy_gain_pt": 100 * (s["accuracy"] - fm["accuracy"]),
            "vs_fixed_same_mean_ssim_gain": s["ssim_mean"] - fm["ssim_mean"],
+           "full_accuracy": f["accuracy"], "caption_rank_pct_drop_pt": 100 * (f["caption_rank_pct"] - s["caption_rank_pct"]),
+           "vs_fixed_same_mean_rank_pct_gain_pt": 100 * (s["caption_rank_pct"] - fm["caption_rank_pct"]),
            "fixed_same_mean_steps": fm["mean_steps"],
            "targets": {"step_reduction": 3.0, "wall_speedup": 2.5, "ssim_mean": 0.95, "accuracy_drop_pt": 1.0}}
     if "stepsaver-int8" in q:

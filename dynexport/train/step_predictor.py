@@ -57,17 +57,19 @@ def train_predictor(emb: np.ndarray, labels: np.ndarray, classes: int, cfg: Pred
     return model.eval()
 
 
-def calibrate_margin(probs: np.ndarray, labels_steps: np.ndarray, counts: list[int], target: float) -> dict:
-    """Smallest margin whose chosen counts cover at least `target` of the validation labels.
-    probs [N, C]; labels_steps [N] the needed count per (prompt, seed)."""
-    grid = np.round(np.arange(0.05, 1.0, 0.01), 2)
+def calibrate_margin(probs: np.ndarray, ssim_at: np.ndarray, counts: list[int], target_ssim: float) -> dict:
+    """Smallest margin whose chosen counts keep the validation images' mean SSIM to their full-step
+    images ≥ target_ssim, next to the one global count that does the same (the baseline to beat).
+    probs [N, C] predictor output; ssim_at [N, C] measured SSIM of each (prompt, seed) at each count."""
     rows = []
-    for m in grid:
-        steps = choose_steps(probs, counts, float(m))
-        rows.append({"margin": float(m), "covered": float((steps >= labels_steps).mean()), "mean_steps": float(steps.mean())})
-    ok = [r for r in rows if r["covered"] >= target]
-    best = ok[0] if ok else rows[-1]
-    return {"target_covered": target, "chosen": best, "curve": rows[::5]}
+    for m in np.round(np.arange(0.05, 1.0, 0.01), 2):
+        idx = np.searchsorted(counts, choose_steps(probs, counts, float(m)))  # [N] class index
+        rows.append({"margin": float(m), "mean_ssim": float(ssim_at[np.arange(len(idx)), idx].mean()),
+                     "mean_steps": float(np.asarray(counts)[idx].mean())})
+    ok = [r for r in rows if r["mean_ssim"] >= target_ssim]
+    const = next((c for c, v in zip(counts, ssim_at.mean(0)) if v >= target_ssim), counts[-1])
+    return {"target_mean_ssim": target_ssim, "chosen": ok[0] if ok else rows[-1], "curve": rows[::5],
+            "constant_same_target": {"steps": int(const), "mean_ssim": float(ssim_at[:, counts.index(const)].mean())}}
 
 
 def save_predictor(model: StepPredictor, cfg: PredictorCfg, info: StepPredictorInfo, out: Path) -> None:
