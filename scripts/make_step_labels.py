@@ -141,7 +141,8 @@ def main() -> None:
     payload = {"counts": COUNTS, "full_steps": args.full_steps, "scheduler": args.scheduler, "guidance": args.guidance,
                "unet_sha256": pipe.manifest.source["unet_sha256"],
                "ssim_threshold": args.ssim, "agree": args.agree, "rule": "smallest count from which every larger "
-               f"count has SSIM >= threshold to the full-step image and the same scorer {args.agree}", "summary": summary, "records": records}
+               "count has SSIM >= threshold to the full-step image"
+               + ("" if args.agree == "none" else f" and the same scorer {args.agree}"), "summary": summary, "records": records}
     args.out.write_text(json.dumps(payload) + "\n")
     print(json.dumps(summary, indent=1))
 

@@ -45,7 +45,8 @@ def main() -> None:
     torch.set_num_threads(2)
     payload = json.loads(args.labels.read_text())
     recs = payload["records"]
-    ssim_t, agree = args.ssim or payload["ssim_threshold"], args.agree or payload.get("agree", "caption")
+    ssim_t = payload["ssim_threshold"] if args.ssim is None else args.ssim
+    agree = args.agree or payload.get("agree", "caption")  # labels made before --agree required the caption
     labels = relabel(payload, ssim_t, agree)
     classes = [*payload["counts"], payload["full_steps"]]
     y = np.array([classes.index(v) for v in labels])
