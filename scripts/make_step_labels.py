@@ -31,6 +31,7 @@ import numpy as np
 
 from dynexport.emoji_data import load_emoji
 from dynexport.metrics import ssim
+from dynexport.train.step_predictor import converged, label_of
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = [3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40]
@@ -47,19 +48,6 @@ def ensure_artifact(unet: Path, scheduler: str, full: int, guidance: float) -> P
         export(unet, out, None, weight_format="fp32", scheduler=scheduler, full_steps=full, guidance_scale=guidance,
                overwrite=True)
     return out
-
-
-def label_of(converged: np.ndarray, counts: list[int], full: int) -> int:
-    """converged [C] bools → the smallest count from which all larger counts converged (else full)."""
-    ok = np.flip(np.cumprod(np.flip(converged)).astype(bool))  # ok[i]: counts[i:] all converged
-    return int(counts[int(np.argmax(ok))]) if ok.any() else full
-
-
-def converged(record: dict, threshold: float, agree: str) -> np.ndarray:
-    """[C] bools: SSIM to the full-step image ≥ threshold and (unless agree is "none") the scorer agrees
-    on both images' caption or caption family."""
-    ok = np.array(record["ssim"]) >= threshold
-    return ok if agree == "none" else ok & np.array(record["agree_family" if agree == "family" else "agree"])
 
 
 def spread(rows: np.ndarray, n: int) -> list[int]:

@@ -21,13 +21,13 @@ import torch
 from dynexport.manifest import StepPredictorInfo
 from dynexport.runtime.policies import choose_steps
 from dynexport.train.diffusion import caption_embeddings
-from dynexport.train.step_predictor import PredictorCfg, calibrate_margin, save_predictor, train_predictor
+from dynexport.train.step_predictor import (PredictorCfg, calibrate_margin, converged, label_of, save_predictor,
+                                           train_predictor)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def relabel(payload: dict, threshold: float, agree: str) -> np.ndarray:
-    from make_step_labels import converged, label_of  # scripts/ is on sys.path when run as a script
     counts, full = payload["counts"], payload["full_steps"]
     return np.array([label_of(converged(r, threshold, agree), counts, full) for r in payload["records"]])
 

@@ -254,3 +254,26 @@ def test_predictor_must_fit_the_export_and_the_call(tiny_diffusion, tmp_path):
     with pytest.raises(InputError, match="predicts counts for guidance"):
         pipe.generate(["red apple"], guidance_scale=2.0)
     assert pipe.generate(["red apple"], steps=3, guidance_scale=2.0).stats.steps == [3]
+
+
+def test_step_labels_and_margin_calibration():
+    """The label rule (smallest count from which every larger count converged) and the margin
+    calibration against a mean-SSIM target, on hand-made cases whose answers are known."""
+    from dynexport.train.step_predictor import calibrate_margin, converged, label_of
+    counts = [4, 8, 12]
+    assert label_of(np.array([True, True, True]), counts, 50) == 4
+    assert label_of(np.array([True, False, True]), counts, 50) == 12  # 4 converged by luck: not a label
+    assert label_of(np.array([True, True, False]), counts, 50) == 50
+    rec = {"ssim": [0.9, 0.96, 0.99], "agree": [True, False, True], "agree_family": [True, True, True]}
+    assert converged(rec, 0.95, "none").tolist() == [False, True, True]
+    assert converged(rec, 0.95, "caption").tolist() == [False, False, True]
+    assert converged(rec, 0.95, "family").tolist() == [False, True, True]
+    # two kinds of prompt: "easy" ones converge at 4, "hard" ones need 12; the predictor knows which
+    classes = [4, 8, 12, 50]
+    easy, hard = [0.97, 0.98, 0.99, 1.0], [0.5, 0.8, 0.97, 1.0]
+    ssim_at = np.array([easy] * 6 + [hard] * 4)  # [10, 4]
+    probs = np.array([[0.9, 0.05, 0.03, 0.02]] * 6 + [[0.02, 0.03, 0.9, 0.05]] * 4)
+    cal = calibrate_margin(probs, ssim_at, classes, 0.96)
+    assert cal["chosen"]["mean_steps"] == (6 * 4 + 4 * 12) / 10 and cal["chosen"]["mean_ssim"] >= 0.96
+    assert cal["chosen"]["margin"] <= 0.9  # the smallest margin that meets the target
+    assert cal["constant_same_target"] == {"steps": 12, "mean_ssim": pytest.approx((6 * 0.99 + 4 * 0.97) / 10)}

@@ -43,6 +43,20 @@ class StepPredictor(nn.Module):
         return self.net(embedding).softmax(-1)
 
 
+def label_of(conv: np.ndarray, counts: list[int], full: int) -> int:
+    """conv [C] bools (converged at each count) → the smallest count from which all larger counts
+    converged (else full): a count that converges by luck between two that do not is no safe label."""
+    ok = np.flip(np.cumprod(np.flip(conv)).astype(bool))  # ok[i]: counts[i:] all converged
+    return int(counts[int(np.argmax(ok))]) if ok.any() else full
+
+
+def converged(record: dict, threshold: float, agree: str) -> np.ndarray:
+    """[C] bools: SSIM to the full-step image ≥ threshold and (unless agree is "none") the scorer agrees
+    on both images' caption or caption family."""
+    ok = np.array(record["ssim"]) >= threshold
+    return ok if agree == "none" else ok & np.array(record["agree_family" if agree == "family" else "agree"])
+
+
 def train_predictor(emb: np.ndarray, labels: np.ndarray, classes: int, cfg: PredictorCfg) -> StepPredictor:
     """emb [N, D], labels [N] class indices; full-batch AdamW (the label sets are small)."""
     torch.manual_seed(cfg.seed)
