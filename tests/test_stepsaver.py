@@ -277,3 +277,24 @@ def test_step_labels_and_margin_calibration():
     assert cal["chosen"]["mean_steps"] == (6 * 4 + 4 * 12) / 10 and cal["chosen"]["mean_ssim"] >= 0.96
     assert cal["chosen"]["margin"] <= 0.9  # the smallest margin that meets the target
     assert cal["constant_same_target"] == {"steps": 12, "mean_ssim": pytest.approx((6 * 0.99 + 4 * 0.97) / 10)}
+
+
+def test_train_time_budget_and_resume(tmp_path):
+    """A wall-time budget stops training early and says where; a rerun resumes from the checkpoint."""
+    import numpy as np
+    import torch
+
+    from dynexport.train.diffusion import TrainCfg, UNetCfg, _fit_budget, train
+    assert _fit_budget(TrainCfg(steps=10_000, minutes=1.0), 0, 100, 10.0).steps == 100 + 500  # 0.1 s/step, 50 s left
+    assert _fit_budget(TrainCfg(steps=300, minutes=1.0), 0, 100, 10.0).steps == 300  # never past the steps asked
+    assert _fit_budget(TrainCfg(steps=10_000, minutes=1.0), 0, 100, 70.0).steps == 101  # over budget: stop now
+    ucfg = UNetCfg(size=8, channels=(8, 16), attention_head_dim=4, norm_num_groups=4, context_dim=16)
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    emb = torch.randn(6, 16)
+    cfg = TrainCfg(steps=100_000, batch=2, minutes=0.02, probe=3, warmup=2, ckpt_every=1000)
+    _, ran = train(images, emb, ucfg, cfg, tmp_path, log=lambda m: None)
+    assert 3 < ran.steps < 100_000 and ran.planned == 100_000
+    assert torch.load(tmp_path / "unet_ckpt.pt", weights_only=True)["step"] == ran.steps
+    logs = []
+    _, more = train(images, emb, ucfg, TrainCfg(steps=ran.steps + 2, batch=2, warmup=2), tmp_path, log=logs.append)
+    assert logs[0] == f"resumed at step {ran.steps}" and more.steps == ran.steps + 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,11 @@ class TrainCfg:
     ema_decay: float = 0.999
     ckpt_every: int = 100
     seed: int = 0
-    bf16: bool = False  # CPU autocast to bfloat16 (AVX512-BF16: 1.25x faster per step here; weights stay fp32)
+    bf16: bool = False  # autocast to bfloat16 (CPU AVX512-BF16: 1.25x faster per step here; weights stay fp32)
+    device: str = "cpu"  # "cuda" where a GPU is lent (the randomness then differs from a CPU run)
+    minutes: float = 0.0  # > 0: a wall-time budget; every `probe` steps `steps` is re-planned to fit it
+    probe: int = 100
+    planned: int = 0  # the step count asked for, kept while a time budget re-plans `steps`
 
 
 def build_unet(cfg: UNetCfg) -> nn.Module:
@@ -94,53 +98,78 @@ def _save_ckpt(path: Path, unet, ema, opt, step: int) -> None:
     tmp.replace(path)
 
 
-def train(images: np.ndarray, emb: torch.Tensor, ucfg: UNetCfg, tcfg: TrainCfg, work: Path, log=print) -> nn.Module:
-    """Train (or resume) and return the EMA UNet. images [N, H, W, 3] uint8, emb [N, D]."""
+def train(images: np.ndarray, emb: torch.Tensor, ucfg: UNetCfg, tcfg: TrainCfg, work: Path, log=print
+          ) -> tuple[nn.Module, TrainCfg]:
+    """Train (or resume) → (EMA UNet on the CPU, the config as run: `steps` re-planned under a time budget).
+    images [N, H, W, 3] uint8, emb [N, D]."""
     torch.manual_seed(tcfg.seed)
-    unet, ema = build_unet(ucfg), build_unet(ucfg)
-    sched = noise_scheduler(ucfg)
+    dev = torch.device(tcfg.device)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"  # fixed shapes: let cuDNN pick its conv kernels
+    unet, ema = build_unet(ucfg).to(dev), build_unet(ucfg).to(dev)
     opt = torch.optim.AdamW(unet.parameters(), lr=tcfg.lr, weight_decay=0.01)
     ckpt, start = work / "unet_ckpt.pt", 0
     if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=True)
+        state = torch.load(ckpt, weights_only=True, map_location=dev)
         unet.load_state_dict(state["unet"]), ema.load_state_dict(state["ema"]), opt.load_state_dict(state["opt"])
         start = state["step"]
         log(f"resumed at step {start}")
     else:
         ema.load_state_dict(unet.state_dict())
-    x_all = to_unit(images)  # [N, 3, H, W]
-    alphas = sched.alphas_cumprod  # [T]
-    gen = torch.Generator().manual_seed(tcfg.seed + start)
+    x_all, emb = to_unit(images).to(dev), emb.to(dev)  # [N, 3, H, W], [N, D]
+    alphas = noise_scheduler(ucfg).alphas_cumprod.to(dev)  # [T]
+    gen = torch.Generator(dev).manual_seed(tcfg.seed + start)
     t0 = time.time()
     for step in range(start, tcfg.steps):
-        rows = torch.randint(0, len(x_all), (tcfg.batch,), generator=gen)
-        x0, cond = x_all[rows], emb[rows].clone()  # [B, 3, H, W], [B, D]
-        cond[torch.rand(tcfg.batch, generator=gen) < tcfg.cond_dropout] = 0.0  # unconditional for CFG
-        t = torch.randint(0, ucfg.train_timesteps, (tcfg.batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16):
-            pred = unet(xt, t, cond[:, None]).sample
-        loss = nn.functional.mse_loss(pred.float(), noise)
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, tcfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
+        if tcfg.minutes > 0 and step > start and (step - start) % tcfg.probe == 0:
+            tcfg = _fit_budget(tcfg, start, step, time.time() - t0)
+            if step == start + tcfg.probe:
+                log(f"time budget {tcfg.minutes} min: training to step ~{tcfg.steps} (re-planned every {tcfg.probe})")
+        if step >= tcfg.steps:  # the budget moved the end
+            break
+        loss = _train_step(unet, opt, x_all, emb, alphas, gen, tcfg, ucfg, step)
         _ema_update(ema, unet, min(tcfg.ema_decay, (1 + step) / (10 + step)))
         if (step + 1) % 10 == 0:
             log(f"step {step + 1}/{tcfg.steps} loss {loss.item():.4f} lr {_lr(step, tcfg):.2e} "
-                f"{(time.time() - t0) / (step + 1 - start):.2f} s/step")
+                f"{(time.time() - t0) / (step + 1 - start):.3f} s/step")
         if (step + 1) % tcfg.ckpt_every == 0 or step + 1 == tcfg.steps:
             _save_ckpt(ckpt, unet, ema, opt, step + 1)
-    return ema.eval()
+    return ema.cpu().eval(), tcfg
+
+
+def _train_step(unet, opt, x_all, emb, alphas, gen, tcfg: TrainCfg, ucfg: UNetCfg, step: int) -> torch.Tensor:
+    """One ε-prediction step on a random batch (10% of captions zeroed for CFG); returns the loss."""
+    dev = x_all.device
+    rows = torch.randint(0, len(x_all), (tcfg.batch,), generator=gen, device=dev)
+    x0, cond = x_all[rows], emb[rows].clone()  # [B, 3, H, W], [B, D]
+    cond[torch.rand(tcfg.batch, generator=gen, device=dev) < tcfg.cond_dropout] = 0.0  # unconditional for CFG
+    t = torch.randint(0, ucfg.train_timesteps, (tcfg.batch,), generator=gen, device=dev)
+    noise = torch.randn(x0.shape, generator=gen, device=dev)
+    a = alphas[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=tcfg.bf16):
+        pred = unet(xt, t, cond[:, None]).sample
+    loss = nn.functional.mse_loss(pred.float(), noise)
+    for g in opt.param_groups:
+        g["lr"] = _lr(step, tcfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
+def _fit_budget(tcfg: TrainCfg, start: int, step: int, elapsed: float) -> TrainCfg:
+    """Re-plan `steps` (and so the cosine schedule) to the wall-time budget at the pace so far. Called every
+    `probe` steps: the first pace includes warm-up (cuDNN autotuning: 1.8x the later pace on a GPU), so
+    one early estimate would stop far short of the budget. The cap is the step count asked for."""
+    cap = tcfg.planned or tcfg.steps
+    pace = elapsed / (step - start)
+    return replace(tcfg, steps=max(min(cap, step + int((tcfg.minutes * 60 - elapsed) / pace)), step + 1), planned=cap)
 
 
 def load_checkpoint_ema(work: Path, ucfg: UNetCfg) -> tuple[nn.Module, int]:
     """The EMA UNet of the latest training checkpoint in `work` and its step (a snapshot while training)."""
-    state = torch.load(work / "unet_ckpt.pt", weights_only=True)
+    state = torch.load(work / "unet_ckpt.pt", weights_only=True, map_location="cpu")
     ema = build_unet(ucfg)
     ema.load_state_dict(state["ema"])
     return ema.eval(), int(state["step"])

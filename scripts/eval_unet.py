@@ -1,0 +1,103 @@
+"""Compare trained StepSaver UNets on held-out prompts: does the caption-match scorer recognise their images,
+and how fast do they converge? → benchmarks/unet_eval.json
+
+    python scripts/eval_unet.py models/openmoji-unet32 /path/to/other-unet [--prompts 406] [--counts 10,20]
+
+Per UNet: torch + diffusers DPM-Solver++ 2M (the recipe's scheduler, guidance 1) at the full 50 steps on every
+test-split caption, one seed per prompt; the scorer's caption accuracy, family accuracy and the prompt caption's
+rank percentile among all captions (0.5 = chance); the mean SSIM of the images at fewer steps to the 50-step
+image; and the UNet's torch CPU time per call at batch 1. Used to pick which trained UNet StepSaver ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dynexport.bench import environment, write_json
+from dynexport.emoji_data import load_emoji
+from dynexport.metrics import ssim
+from dynexport.train.diffusion import caption_embeddings, load_unet
+from dynexport.train.scorer import embed_images, load_scorer
+
+ROOT = Path(__file__).resolve().parents[1]
+DPM = dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)  # = runtime's
+
+
+@torch.no_grad()
+def sample(unet, ucfg, ctx: torch.Tensor, steps: int, seed: int, batch: int = 128) -> np.ndarray:
+    """Images [N, S, S, 3] uint8 for contexts [N, D]; prompt i starts from noise rng([seed, i])."""
+    from diffusers import DPMSolverMultistepScheduler
+    s = ucfg.size
+    out = []
+    for lo in range(0, len(ctx), batch):
+        sched = DPMSolverMultistepScheduler(num_train_timesteps=ucfg.train_timesteps, beta_schedule=ucfg.beta_schedule,
+                                            **DPM)
+        sched.set_timesteps(steps)
+        rows = range(lo, min(lo + batch, len(ctx)))
+        x = torch.from_numpy(np.stack([np.random.default_rng([seed, i]).standard_normal((3, s, s)) for i in rows])
+                             .astype(np.float32))  # [b, 3, S, S]
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t, ctx[lo:lo + len(x), None]).sample, t, x).prev_sample
+        out.append(((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def ms_per_call(unet, ucfg, reps: int = 30) -> float:
+    x, c, t = torch.randn(1, 3, ucfg.size, ucfg.size), torch.randn(1, 1, ucfg.context_dim), torch.tensor([500])
+    with torch.no_grad():
+        for _ in range(5):
+            unet(x, t, c)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            unet(x, t, c)
+    return 1e3 * (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("unets", type=Path, nargs="+")
+    ap.add_argument("--prompts", type=int, default=0, help="0 = every test-split caption")
+    ap.add_argument("--counts", default="10,15,20", help="fewer-step counts to compare with the 50-step image")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scorer", type=Path, default=ROOT / "models" / "openmoji-scorer")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "unet_eval.json")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    data = load_emoji(32)
+    test = data.split("test")[: args.prompts or None]
+    prompts = [data.captions[i] for i in test]
+    unique = sorted(set(data.captions))
+    text = caption_embeddings(unique).numpy()  # [U, D]
+    ctx = caption_embeddings(prompts)  # [N, D]
+    own_idx = np.array([unique.index(c) for c in prompts])
+    fam_of = np.array([c.split(":")[0] for c in unique])
+    families = np.array([data.families[i] for i in test])
+    scorer = load_scorer(args.scorer)
+    results = {}
+    for src in args.unets:
+        unet, ucfg = load_unet(src)
+        t0 = time.time()
+        full = sample(unet, ucfg, ctx, 50, args.seed)
+        scores = embed_images(scorer, full) @ text.T  # [N, U]
+        own = scores[np.arange(len(full)), own_idx]
+        pred = scores.argmax(-1)
+        r = {"training": json.loads((src / "unet.json").read_text())["training"],
+             "params": sum(p.numel() for p in unet.parameters()), "torch_cpu_ms_per_call": ms_per_call(unet, ucfg),
+             "accuracy": float((pred == own_idx).mean()), "family_accuracy": float((fam_of[pred] == families).mean()),
+             "caption_rank_pct": float((scores < own[:, None]).mean())}
+        for n in (int(c) for c in args.counts.split(",")):
+            r[f"ssim_{n}_vs_50"] = float(ssim(sample(unet, ucfg, ctx, n, args.seed), full).mean())
+        r["eval_wall_s"] = round(time.time() - t0, 1)
+        results[str(src)] = r
+        print(json.dumps({k: v for k, v in r.items() if k != "training"}), flush=True)
+    write_json(args.out, {"env": environment(ROOT), "prompts": len(prompts), "seed": args.seed, "results": results})
+
+
+if __name__ == "__main__":
+    main()
