@@ -1,4 +1,5 @@
-"""Image quality metrics in numpy: SSIM between images (the convergence test of StepSaver).
+"""Metrics in numpy: SSIM between images (the convergence test of StepSaver), and the share of a
+target's variance that a grouping explains beyond chance (what decides the step labels).
 
 SSIM as Wang et al. 2004 with skimage's defaults: 7×7 uniform window, K1 = 0.01, K2 = 0.03, sample
 covariance (N−1), mean over the valid (unpadded) window positions, then over channels.
@@ -32,3 +33,14 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))  # [..., C, h, w]
     return s.mean((-1, -2, -3))
+
+
+def group_share(y: np.ndarray, groups: np.ndarray, shuffles: int = 2000, seed: int = 0) -> dict:
+    """R² of the group means of y, its permutation null, p-value and the excess share of variance."""
+    def r2(g: np.ndarray) -> float:
+        mean = (np.bincount(g, y) / np.bincount(g))[g]
+        return float(1 - ((y - mean) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+    rng = np.random.default_rng(seed)
+    obs, null = r2(groups), np.array([r2(rng.permutation(groups)) for _ in range(shuffles)])
+    return {"r2": obs, "null_mean": float(null.mean()), "p": float((null >= obs).mean()),
+            "share": float((obs - null.mean()) / (1 - null.mean()))}

@@ -116,6 +116,7 @@ def main() -> None:
             res = json.loads(part.read_text())
             for j, i in enumerate(idx):
                 records.append({"row": i, "caption": data.captions[i], "split": split[i], "seed": 1000 + seed,
+                                "noise_row": j,  # the runtime draws batch row j from rng([seed, j])
                                 "ssim": [round(v, 5) for v in res["ssim"][j]], "agree": res["agree"][j],
                                 "agree_family": res["agree_family"][j],
                                 "ref_class_ok": unique[res["ref_class"][j]] == data.captions[i]})

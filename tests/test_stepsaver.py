@@ -298,3 +298,18 @@ def test_train_time_budget_and_resume(tmp_path):
     logs = []
     _, more = train(images, emb, ucfg, TrainCfg(steps=ran.steps + 2, batch=2, warmup=2), tmp_path, log=logs.append)
     assert logs[0] == f"resumed at step {ran.steps}" and more.steps == ran.steps + 2
+
+
+def test_group_share_finds_a_real_group_effect_only():
+    """The noise-share statistic of scripts/analyze_step_labels.py: ~0 for labels, ~true share for effects."""
+    import numpy as np
+
+    from dynexport.metrics import group_share
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(100), 10)  # 100 noises, 10 prompts each
+    effect = rng.standard_normal(100)[groups]  # variance 1
+    y = effect + rng.standard_normal(1000)  # half the variance is the group's
+    real = group_share(y, groups, shuffles=300)
+    assert real["p"] < 0.01 and 0.35 < real["share"] < 0.65
+    none = group_share(rng.standard_normal(1000), groups, shuffles=300)
+    assert none["p"] > 0.01 and abs(none["share"]) < 0.1
