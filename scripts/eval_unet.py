@@ -22,11 +22,11 @@ import torch
 from dynexport.bench import environment, write_json
 from dynexport.emoji_data import load_emoji
 from dynexport.metrics import ssim
+from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS
 from dynexport.train.diffusion import caption_embeddings, load_unet
-from dynexport.train.scorer import embed_images, load_scorer
+from dynexport.train.scorer import caption_scores, load_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
-DPM = dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)  # = runtime's
 
 
 @torch.no_grad()
@@ -37,7 +37,7 @@ def sample(unet, ucfg, ctx: torch.Tensor, steps: int, seed: int, batch: int = 12
     out = []
     for lo in range(0, len(ctx), batch):
         sched = DPMSolverMultistepScheduler(num_train_timesteps=ucfg.train_timesteps, beta_schedule=ucfg.beta_schedule,
-                                            **DPM)
+                                            **DIFFUSERS_SETTINGS["dpmsolver++"])
         sched.set_timesteps(steps)
         rows = range(lo, min(lo + batch, len(ctx)))
         x = torch.from_numpy(np.stack([np.random.default_rng([seed, i]).standard_normal((3, s, s)) for i in rows])
@@ -84,13 +84,9 @@ def main() -> None:
         unet, ucfg = load_unet(src)
         t0 = time.time()
         full = sample(unet, ucfg, ctx, 50, args.seed)
-        scores = embed_images(scorer, full) @ text.T  # [N, U]
-        own = scores[np.arange(len(full)), own_idx]
-        pred = scores.argmax(-1)
         r = {"training": json.loads((src / "unet.json").read_text())["training"],
              "params": sum(p.numel() for p in unet.parameters()), "torch_cpu_ms_per_call": ms_per_call(unet, ucfg),
-             "accuracy": float((pred == own_idx).mean()), "family_accuracy": float((fam_of[pred] == families).mean()),
-             "caption_rank_pct": float((scores < own[:, None]).mean())}
+             **caption_scores(scorer, full, text, own_idx, fam_of, families)}
         for n in (int(c) for c in args.counts.split(",")):
             r[f"ssim_{n}_vs_50"] = float(ssim(sample(unet, ucfg, ctx, n, args.seed), full).mean())
         r["eval_wall_s"] = round(time.time() - t0, 1)

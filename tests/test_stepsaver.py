@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 
 from dynexport.errors import InputError
-from dynexport.runtime.schedulers import make_scheduler, run_loop, timesteps
-
-SETTINGS = {"ddim": dict(timestep_spacing="trailing", clip_sample=True, set_alpha_to_one=True),
-            "dpmsolver++": dict(algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0)}
+from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS, make_scheduler, run_loop, timesteps
 
 
 def _diffusers(kind: str, beta_schedule: str, n: int):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
     cls = DDIMScheduler if kind == "ddim" else DPMSolverMultistepScheduler
-    s = cls(num_train_timesteps=1000, beta_schedule=beta_schedule, prediction_type="epsilon", **SETTINGS[kind])
+    s = cls(num_train_timesteps=1000, beta_schedule=beta_schedule, prediction_type="epsilon", **DIFFUSERS_SETTINGS[kind])
     s.set_timesteps(n)
     return s
 
@@ -110,7 +107,7 @@ def test_runtime_loop_matches_torch_and_diffusers(tiny_diffusion, backend):
     got = pipe.generate(["red apple", "grinning face with big eyes"], seed=3, steps=5, guidance_scale=2.0)
     unet, ucfg = load_unet(tiny_diffusion["unet"])
     emb = caption_embeddings(["red apple", "grinning face with big eyes"], str(tiny_diffusion["text"]))
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule=ucfg.beta_schedule, **SETTINGS["ddim"])
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule=ucfg.beta_schedule, **DIFFUSERS_SETTINGS["ddim"])
     sched.set_timesteps(5)
     x = torch.from_numpy(np.stack([np.random.default_rng([3, i]).standard_normal((3, 16, 16)) for i in range(2)])
                          .astype(np.float32))
@@ -313,3 +310,18 @@ def test_group_share_finds_a_real_group_effect_only():
     assert real["p"] < 0.01 and 0.35 < real["share"] < 0.65
     none = group_share(rng.standard_normal(1000), groups, shuffles=300)
     assert none["p"] > 0.01 and abs(none["share"]) < 0.1
+
+
+def test_caption_scores_rank_the_right_caption():
+    """Images scored against their own embeddings rank first; shuffled captions fall to chance."""
+    import torch
+    from dynexport.train.scorer import ImageEncoder, caption_scores, embed_images
+    torch.manual_seed(0)
+    model = ImageEncoder().eval()
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    text = embed_images(model, images)  # [40, D]: caption i is image i's own embedding
+    fam_of, fams = np.arange(40) // 4, np.arange(40) // 4
+    right = caption_scores(model, images, text, np.arange(40), fam_of, fams)
+    assert right["accuracy"] == 1.0 and right["family_accuracy"] == 1.0 and right["caption_rank_pct"] > 0.97
+    wrong = caption_scores(model, images, text, np.roll(np.arange(40), 7), fam_of, fams)
+    assert wrong["accuracy"] == 0.0 and wrong["caption_rank_pct"] < right["caption_rank_pct"]

@@ -49,7 +49,7 @@ def test_real_unet_is_trained_and_exported_exactly(real, emoji):
 def test_real_loop_matches_torch_and_diffusers(real):
     import torch
     from diffusers import DPMSolverMultistepScheduler
-    from test_stepsaver import SETTINGS
+    from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS
 
     from dynexport.train.diffusion import caption_embeddings, load_unet
     r, pipe = real["recipe"], real["pipe"]
@@ -58,7 +58,7 @@ def test_real_loop_matches_torch_and_diffusers(real):
     got = pipe.generate(prompts, seed=5, steps=8, guidance_scale=1.0)
     unet, ucfg = load_unet(r.path(r.models.unet))
     sched = DPMSolverMultistepScheduler(num_train_timesteps=ucfg.train_timesteps, beta_schedule=ucfg.beta_schedule,
-                                        **SETTINGS["dpmsolver++"])
+                                        **DIFFUSERS_SETTINGS["dpmsolver++"])
     sched.set_timesteps(8)
     x = torch.from_numpy(np.stack([np.random.default_rng([5, i]).standard_normal((3, 32, 32)) for i in range(2)])
                          .astype(np.float32))

@@ -24,6 +24,11 @@ import numpy as np
 from ..errors import InputError
 
 KINDS = ("ddim", "dpmsolver++")
+# The diffusers scheduler settings each kind reproduces (keyword arguments of DDIMScheduler /
+# DPMSolverMultistepScheduler, for tests and torch-side scripts; the runtime never imports diffusers).
+DIFFUSERS_SETTINGS = {"ddim": {"timestep_spacing": "trailing", "clip_sample": True, "set_alpha_to_one": True},
+                      "dpmsolver++": {"algorithm_type": "dpmsolver++", "solver_order": 2, "thresholding": True,
+                                      "sample_max_value": 1.0}}
 
 
 @dataclass(frozen=True)
