@@ -6,7 +6,8 @@ vocabulary (rows of the tied LM head; the runtime maps them back to full ids). T
 
     inputs : input_ids [B, T] int64, position_ids [B, T] int64, attention_mask [B, 1, T, P+T] float32
              (additive), past_key.{i} / past_value.{i} [B, Hkv, P, D] float32 per kept layer
-    outputs: logits [B, T, V'] float32, present_key.{i} / present_value.{i} [B, Hkv, P + T, D]
+    outputs: logits [B, T, V'] float32, (hidden [B, T, H] float32: the final-norm features, with
+             features=True, for EAGLE), present_key.{i} / present_value.{i} [B, Hkv, P + T, D]
 
 Positions and the attention mask are inputs, so the target verifies k draft tokens (a chain, or a
 tree for EAGLE) and returns logits for all of them in one call. A rejected token's KV slot is not
@@ -89,13 +90,29 @@ class Layer(nn.Module):
         return x, k, v
 
 
+def inv_freq(cfg: LlamaCfg) -> torch.Tensor:
+    return 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+
+
+def rope(freq: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [B, 1, T, D] for position_ids [B, T] and inverse frequencies [D/2]."""
+    freqs = position_ids[:, :, None].float() * freq[None, None, :]  # [B, T, D/2]
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, T, D]
+    return emb.cos(), emb.sin()
+
+
+def kv_names(layers: int) -> list[str]:
+    return [f"{j}.{i}" for i in range(layers) for j in ("key", "value")]
+
+
 class KVLlama(nn.Module):
-    """Embeddings → kept decoder layers → final norm → (truncated) tied LM head, explicit KV in/out."""
+    """Embeddings → kept decoder layers → final norm → (truncated) tied LM head, explicit KV in/out.
+    features=True also returns the final-norm hidden states (what an EAGLE head drafts from)."""
 
     def __init__(self, cfg: LlamaCfg, sd: dict[str, torch.Tensor], layers: list[int],
-                 vocab_ids: torch.Tensor | None = None, head_key: str = "lm_head.weight"):
+                 vocab_ids: torch.Tensor | None = None, head_key: str = "lm_head.weight", features: bool = False):
         super().__init__()
-        self.cfg, self.source_layers = cfg, list(layers)
+        self.cfg, self.source_layers, self.features = cfg, list(layers), features
         embed = sd["model.embed_tokens.weight"].float()
         head = sd.get(head_key, embed).float()
         if vocab_ids is not None:
@@ -104,35 +121,36 @@ class KVLlama(nn.Module):
         self.head = nn.Parameter(head.clone(), requires_grad=False)
         self.norm = nn.Parameter(sd["model.norm.weight"].float().clone(), requires_grad=False)
         self.layers = nn.ModuleList(Layer(cfg, sd, f"model.layers.{i}.") for i in layers)
-        inv = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
-        self.register_buffer("inv_freq", inv, persistent=False)
-
-    def rope(self, position_ids: torch.Tensor):
-        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]  # [B, T, D/2]
-        emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, T, D]
-        return emb.cos(), emb.sin()
+        self.register_buffer("inv_freq", inv_freq(cfg), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 *past: torch.Tensor):
         # input_ids, position_ids [B, T]; attention_mask [B, 1, T, P+T] additive (0 = attend, -inf = not);
         # past = (k0, v0, k1, v1, ...) each [B, Hkv, P, D]
-        cos, sin = self.rope(position_ids)
+        cos, sin = rope(self.inv_freq, position_ids)
         x = F.embedding(input_ids, self.embed)  # [B, T, H]
         present = []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, cos, sin, attention_mask, past[2 * i], past[2 * i + 1])
             present += [k, v]
-        logits = F.linear(rms_norm(x, self.norm, self.cfg.eps), self.head)  # [B, T, V']
-        return (logits, *present)
+        hidden = rms_norm(x, self.norm, self.cfg.eps)  # [B, T, H]
+        logits = F.linear(hidden, self.head)  # [B, T, V']
+        return (logits, hidden, *present) if self.features else (logits, *present)
+
+    def example(self, batch: int = 2, t: int = 3, p: int = 4) -> tuple[torch.Tensor, ...]:
+        """Example args for export: t new tokens after p cached ones."""
+        ids = torch.randint(3, 50, (batch, t))
+        pos = (torch.arange(t) + p)[None].expand(batch, -1)
+        return (ids, pos, causal_mask(p, t, batch).contiguous(), *self.empty_past(batch, p))
 
     def empty_past(self, batch: int = 1, length: int = 0) -> tuple[torch.Tensor, ...]:
         shape = (batch, self.cfg.kv_heads, length, self.cfg.head_dim)
         return tuple(torch.zeros(shape) for _ in range(2 * len(self.layers)))
 
     def io_names(self) -> tuple[list[str], list[str]]:
-        kv = [f"{j}.{i}" for i in range(len(self.layers)) for j in ("key", "value")]
+        kv = kv_names(len(self.layers))
         inputs = ["input_ids", "position_ids", "attention_mask", *(f"past_{n}" for n in kv)]
-        return inputs, ["logits", *(f"present_{n}" for n in kv)]
+        return inputs, ["logits", *(["hidden"] if self.features else []), *(f"present_{n}" for n in kv)]
 
 
 def causal_mask(past_len: int, t: int, batch: int = 1) -> torch.Tensor:

@@ -1,12 +1,7 @@
 """`dynexport speculative`: target + draft causal LMs → KV-cached graphs, tokenizers, manifest.
 
-Each model becomes one `KVLlama` program (torch.export), written twice:
-- OpenVINO IR straight from the exported program (keeps the SDPA op), then made *stateful* with
-  optimum-intel's helpers (beam_idx gather + ReadValue/Assign) so the CPU plugin fuses RoPE and
-  attention-with-KV-cache — measured ≈ 2.5x faster per decode step than the same graph with
-  explicit past inputs;
-- ONNX (dynamo exporter) with explicit past/present inputs, for onnxruntime.
-NNCF weight compression applies per graph. The HF tokenizer is copied and converted to OpenVINO
+Each model becomes one `KVLlama` program, written as stateful OpenVINO IR and explicit-KV ONNX by
+`kv_graph.py`. NNCF weight compression applies per graph. The HF tokenizer is copied and converted to OpenVINO
 tokenizer/detokenizer IR. Parity with the torch module is measured per graph and backend.
 """
 
@@ -21,10 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import AssetError, InputError
-from ..manifest import LMGraph, LMTokenizer, SpeculativeManifest, TensorSpec, sha256_file, write_manifest
+from ..manifest import LMGraph, LMTokenizer, SpeculativeManifest, sha256_file, write_manifest
 from ..quantize import compress_graph
-from .common import atomic_output_dir, export_onnx, library_versions
-from .llama import KVLlama
+from .common import atomic_output_dir, library_versions
+from .kv_graph import tensor_specs, write_kv_graphs
 from .lm_sources import LMSource, draft_source, target_source
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
@@ -32,72 +27,10 @@ DEFAULT_DRAFT = Path(__file__).resolve().parents[2] / "drafts" / "smollm2-135m-d
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
-def _example(module: KVLlama, batch: int = 2, t: int = 3, p: int = 4):
-    from .llama import causal_mask
-    ids = torch.randint(3, 50, (batch, t))
-    pos = (torch.arange(t) + p)[None].expand(batch, -1)
-    return (ids, pos, causal_mask(p, t, batch).contiguous(), *module.empty_past(batch, p))
-
-
-def _specs(module: KVLlama) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    c, ins, outs = module.cfg, *module.io_names()
-    kv = ["batch", c.kv_heads, "past", c.head_dim]
-    inputs = [TensorSpec(name="input_ids", dtype="int64", shape=["batch", "seq"]),
-              TensorSpec(name="position_ids", dtype="int64", shape=["batch", "seq"]),
-              TensorSpec(name="attention_mask", dtype="float32", shape=["batch", 1, "seq", "past+seq"]),
-              *(TensorSpec(name=n, dtype="float32", shape=kv) for n in ins[3:])]
-    outputs = [TensorSpec(name="logits", dtype="float32", shape=["batch", "seq", int(module.head.shape[0])]),
-               *(TensorSpec(name=n, dtype="float32", shape=[*kv[:2], "past+seq", kv[3]]) for n in outs[1:])]
-    return inputs, outputs
-
-
-def _dynamic(module: KVLlama) -> dict[str, dict[int, str]]:
-    ins, _ = module.io_names()
-    dyn = {"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"},
-           "attention_mask": {0: "batch", 2: "seq", 3: "total"}}
-    return {**dyn, **{n: {0: "batch", 2: "past"} for n in ins[3:]}}
-
-
-def _export_shapes(module: KVLlama) -> tuple:
-    """torch.export dynamic_shapes for forward(input_ids, position_ids, attention_mask, *past)."""
-    ins, _ = module.io_names()
-    dims: dict[str, torch.export.Dim] = {}
-    dyn = _dynamic(module)
-    dim = lambda n: dims.setdefault(n, torch.export.Dim(n, min=0 if n == "past" else 1))  # noqa: E731
-    return (*({a: dim(n) for a, n in dyn[name].items()} for name in ins[:3]),
-            tuple({a: dim(n) for a, n in dyn[name].items()} for name in ins[3:]))
-
-
-def write_openvino(module: KVLlama, xml: Path, fp16: bool) -> None:
-    """torch.export → OpenVINO model → stateful (KV in ReadValue/Assign, beam_idx gather) → IR."""
-    import openvino as ov
-    from optimum.exporters.openvino.stateful import fuse_cache_reorder, make_stateful
-
-    ins, outs = module.io_names()
-    with torch.no_grad():
-        ep = torch.export.export(module.eval(), _example(module), dynamic_shapes=_export_shapes(module))
-    model = ov.convert_model(ep)
-    for port, name in zip(model.inputs, ins):
-        port.get_tensor().set_names({name})
-    for port, name in zip(model.outputs, outs):
-        port.get_tensor().set_names({name})
-    not_kv = [model.input(n) for n in ins[:3]]
-    fuse_cache_reorder(model, not_kv, ins[3:], 0)
-    make_stateful(model, not_kv, ins[3:], outs[1:], 0)
-    ov.save_model(model, str(xml), compress_to_fp16=fp16)
-
-
 def write_lm(src: LMSource, name: str, tmp: Path, weight_format: str, formats: tuple[str, ...]) -> LMGraph:
-    module, files, kv = src.module, {}, {}
-    ins, outs = _specs(module)
-    if "openvino" in formats:
-        write_openvino(module, tmp / f"{name}.xml", fp16=weight_format == "fp16")
-        files["openvino"], kv["openvino"] = f"{name}.xml", "stateful"
-    if "onnxruntime" in formats:
-        names_in, names_out = module.io_names()
-        export_onnx(module, _example(module), tmp / f"{name}.onnx", names_in, names_out,
-                    shapes=_export_shapes(module))
-        files["onnxruntime"], kv["onnxruntime"] = f"{name}.onnx", "explicit"
+    module = src.module
+    files, kv = write_kv_graphs(module, name, tmp, weight_format, formats)
+    ins, outs = tensor_specs(module)
     vocab_file = None
     if src.vocab_ids is not None:
         vocab_file = f"{name}_vocab.npy"
