@@ -274,3 +274,34 @@ def test_cli_speculative_and_generate(tiny_lm, tmp_path):
     assert p.returncode == 2 and "error: prompt is empty" in p.stderr
     p = run("speculative", tmp_path / "x", "--target", tiny_lm["target"], "--draft", tmp_path / "missing")
     assert p.returncode == 2 and "draft dir" in p.stderr and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tree_verify_matches_each_path_as_a_chain(tiny_lm, backend):
+    """One tree call gives, for every node, the logits of its root-to-node path fed as a chain, and
+    committing one path leaves the cache as if only that path had been fed."""
+    from dynexport.manifest import read_manifest
+    m = read_manifest(tiny_lm["artifact"])
+    s = LMSession(tiny_lm["artifact"], m.target, backend)
+    prompt = [5, 9, 14, 20, 7]
+    tokens, parents = [30, 31, 32, 33, 34, 35], [-1, 0, 0, 1, 2, -1]  # two roots, branches at node 0
+    paths = {0: [30], 1: [30, 31], 2: [30, 32], 3: [30, 31, 33], 4: [30, 32, 34], 5: [35]}
+
+    def chain(ids):
+        s.reset()
+        s.forward(prompt), s.commit(len(prompt))
+        out = s.forward(ids)
+        s.commit(len(ids))
+        return out
+
+    s.reset()
+    s.forward(prompt), s.commit(len(prompt))
+    tree = s.forward(tokens, parents)  # [6, V]
+    s.commit([0, 2, 4])  # accept the path 30 → 32 → 34
+    after = s.forward([40, 41])
+    s.commit(2)
+    for node, path in paths.items():
+        np.testing.assert_allclose(tree[node], chain(path)[-1], atol=1e-4)
+    np.testing.assert_allclose(after, chain([30, 32, 34, 40, 41])[-2:], atol=1e-4)
+    with pytest.raises(ValueError, match="earlier parent"):
+        s.forward([1, 2], parents=[1, -1])

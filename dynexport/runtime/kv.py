@@ -56,27 +56,41 @@ class LMSession:
         """Committed tokens (what the model has seen and kept)."""
         return int(self.valid.sum())
 
-    def forward(self, ids: list[int] | np.ndarray) -> np.ndarray:
-        """Append `ids` (a chain after the committed tokens) → logits [T, V'] for each of them."""
+    def forward(self, ids: list[int] | np.ndarray, parents: list[int] | None = None, **extra) -> np.ndarray:
+        """Append `ids` → logits [T, V'] for each of them (see `run`)."""
+        return self.run(ids, parents, **extra)["logits"]
+
+    def run(self, ids: list[int] | np.ndarray, parents: list[int] | None = None, **extra) -> dict[str, np.ndarray]:
+        """Append `ids` after the committed tokens → every non-KV output, batch row 0 ([T, ...] each).
+        parents=None: a chain; else parents[i] is the index (in this call) of token i's parent, −1 for
+        the last committed token: a tree, each token at position length + its depth, attending to the
+        committed tokens and its ancestors. `extra`: further graph inputs ([1, T, ...] arrays)."""
         if self._last:
             raise RuntimeError("commit() the previous call before the next forward()")
         ids = np.asarray(ids, np.int64)[None]  # [1, T]
         t, slots = ids.shape[1], len(self.valid)
-        pos = (self.length + np.arange(t, dtype=np.int64))[None]  # [1, T]
+        anc, depth = tree_ancestry(parents, t)
+        pos = (self.length + depth)[None]  # [1, T]
         mask = np.full((1, 1, t, slots + t), NEG, np.float32)  # [1, 1, T, S+T] additive
         mask[..., :slots][..., self.valid] = 0.0
-        mask[0, 0, :, slots:] = np.where(np.tril(np.ones((t, t), bool)), 0.0, NEG)
-        out = self._run(ids, pos, mask)
+        mask[0, 0, :, slots:] = np.where(anc, 0.0, NEG)
+        out = self._run({"input_ids": ids, "position_ids": pos, "attention_mask": mask, **extra})
         self.valid = np.concatenate([self.valid, np.zeros(t, bool)])
         self._last, self.calls = t, self.calls + 1
-        return out[0]
+        return {k: v[0] for k, v in out.items()}
 
-    def commit(self, keep: int) -> None:
-        """Keep the first `keep` tokens of the last forward; the rest become masked slots."""
-        if not 0 <= keep <= self._last:
+    def commit(self, keep: int | list[int] | np.ndarray) -> None:
+        """Keep the first `keep` tokens of the last forward, or the tokens at indices `keep` (a tree's
+        accepted path); the rest become masked slots."""
+        if isinstance(keep, (int, np.integer)):
+            ok, idx = 0 <= keep <= self._last, np.arange(max(int(keep), 0))
+        else:
+            idx = np.asarray(keep, np.int64)
+            ok = not idx.size or (idx.min() >= 0 and idx.max() < self._last and len(np.unique(idx)) == len(idx))
+        if not ok:
             raise RuntimeError(f"commit({keep}) after a forward of {self._last} tokens")
         start = len(self.valid) - self._last
-        self.valid[start:start + keep] = True
+        self.valid[start + idx] = True
         self._last = 0
         if len(self.valid) - self.length > self.compact_after:
             self._compact()
@@ -87,16 +101,14 @@ class LMSession:
             idx = np.flatnonzero(self.valid)[-n:]
             self.valid[idx] = False
 
-    def _run(self, ids, pos, mask) -> np.ndarray:
-        feed = {"input_ids": ids, "position_ids": pos, "attention_mask": mask}
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.stateful:
-            feed["beam_idx"] = np.zeros(1, np.int32)
-            return self.graph(**feed)["logits"]
+            return self.graph(**feed, beam_idx=np.zeros(1, np.int32))
         for i in range(self.spec.num_layers):
             feed[f"past_key.{i}"], feed[f"past_value.{i}"] = self.past[2 * i], self.past[2 * i + 1]
         res = self.graph(**feed)
         self.past = [res[f"present_{kind}.{i}"] for i in range(self.spec.num_layers) for kind in ("key", "value")]
-        return res["logits"]
+        return {k: v for k, v in res.items() if not k.startswith("present_")}
 
     def _compact(self) -> None:
         keep = np.flatnonzero(self.valid)
@@ -111,3 +123,18 @@ class LMSession:
         if self.vocab_ids is None:
             return columns
         return self.vocab_ids[columns]
+
+
+def tree_ancestry(parents: list[int] | None, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """(anc [T, T] bool: token j is token i's ancestor or i itself, depth [T] int64) for a call of T
+    tokens; parents None = a chain. parents[i] < i (a parent comes first), −1 = the committed sequence."""
+    if parents is None:
+        return np.tril(np.ones((t, t), bool)), np.arange(t, dtype=np.int64)
+    if len(parents) != t or any(not -1 <= p < i for i, p in enumerate(parents)):
+        raise ValueError(f"parents must give each of the {t} tokens an earlier parent or −1, got {parents}")
+    anc, depth = np.eye(t, dtype=bool), np.zeros(t, np.int64)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            anc[i] |= anc[p]
+            depth[i] = depth[p] + 1
+    return anc, depth

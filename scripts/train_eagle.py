@@ -1,0 +1,91 @@
+"""Train the EAGLE head for SmolLM2-135M-Instruct on CPU → heads/<name>/ (committed, fp16).
+
+    python scripts/train_eagle.py [--vocab-size 8192] [--depth 3] [--steps 800] [--out heads/smollm2-135m-eagle]
+    python scripts/train_eagle.py --data-only     # compute the target's features and stop
+
+Data (see dynexport/train/eagle.py): the separate draft's token chunks and on-policy generations
+(cached in $DYNEXPORT_CACHE/draft-work/…, made on first use) and the target's features, computed
+once into --work (default $DYNEXPORT_CACHE/eagle-work). Resumable: rerun the same command after an
+interruption. Progress goes to stdout (run it with nohup and a log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from dynexport.assets import cache_dir, smollm2_dir
+from dynexport.train.eagle import EagleCfg, chain_acceptance, load_data, train_head
+
+ROOT = Path(__file__).resolve().parents[1]
+DRAFT_DATA = "t1500000-g96-s256-k32"  # the draft's data key (train_draft.py defaults)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vocab-size", type=int, default=EagleCfg.vocab_size, help="0 = full vocabulary")
+    ap.add_argument("--depth", type=int, default=EagleCfg.depth)
+    ap.add_argument("--steps", type=int, default=EagleCfg.steps)
+    ap.add_argument("--batch", type=int, default=EagleCfg.batch)
+    ap.add_argument("--lr", type=float, default=EagleCfg.lr)
+    ap.add_argument("--onpolicy-prompts", type=int, default=320)
+    ap.add_argument("--data-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "heads" / "smollm2-135m-eagle")
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = EagleCfg(vocab_size=args.vocab_size, depth=args.depth, steps=args.steps, batch=args.batch, lr=args.lr)
+    work = args.work or cache_dir() / "eagle-work"
+    t0 = time.time()
+    log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)  # noqa: E731
+    data = load_data(smollm2_dir(), cache_dir() / "draft-work" / DRAFT_DATA, work / "features", args.onpolicy_prompts, log)
+    if args.data_only:
+        return
+    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = train_and_save(data, cfg, run_dir, args.out, log)
+    print(json.dumps(summary, indent=1))
+
+
+def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log) -> dict:
+    from dynexport.export.eagle_head import init_head, save_head
+    from dynexport.train.draft import choose_vocab, vocab_coverage
+    lcfg, sd, sha, n = data["target"]
+    ids, feats, top1 = data["real"]
+    on_ids, on_feats, on_top1 = data["onpolicy"]
+    ev = slice(0, cfg.eval_chunks)  # held out: the draft's eval chunks and on-policy shard 0 (16 greedy)
+    train_ids = torch.cat([ids[cfg.eval_chunks:], on_ids[16:]])
+    train_feats = torch.cat([feats[cfg.eval_chunks:], on_feats[16:]])
+    train_top1 = torch.cat([top1[cfg.eval_chunks:], on_top1[16:]])
+    vocab_ids = (torch.arange(lcfg_vocab(sd)) if cfg.vocab_size == 0
+                 else choose_vocab(train_top1, cfg.vocab_size, [2]))  # 2 = <|im_end|>, the eos
+    head = init_head(lcfg, sd, vocab_ids, n)
+
+    def evaluate() -> dict:
+        return {"real": chain_acceptance(head, ids[ev], feats[ev], top1[ev], vocab_ids, 5),
+                "onpolicy_greedy": chain_acceptance(head, on_ids[:16], on_feats[:16], on_top1[:16], vocab_ids, 5)}
+
+    coverage = vocab_coverage(train_top1, vocab_ids)
+    before = evaluate()
+    log(f"vocab {len(vocab_ids)} covers {coverage:.4f} of target top-1; before training {before}")
+    train_head(head, (train_ids, train_feats), cfg, run_dir / "train.pt", log)
+    after = evaluate()
+    log(f"after training {after}")
+    summary = {"cfg": asdict(cfg), "train_chunks": len(train_ids), "vocab_coverage": coverage,
+               "before": before, "after": after}
+    save_head(head, vocab_ids, sha, summary, out)
+    return summary
+
+
+def lcfg_vocab(sd: dict) -> int:
+    return int(sd["model.embed_tokens.weight"].shape[0])
+
+
+if __name__ == "__main__":
+    main()
