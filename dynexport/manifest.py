@@ -106,7 +106,7 @@ class Manifest(_M):
 
 class LMGraph(_M):
     """A causal-LM graph (target or draft) with its KV cache: explicit in ONNX, stateful in OpenVINO IR."""
-    name: str  # target | draft
+    name: str  # target | draft | head
     files: dict[str, str]  # backend → file
     inputs: list[TensorSpec]  # the explicit-KV signature (ONNX); OpenVINO holds past/present as state
     outputs: list[TensorSpec]
@@ -148,6 +148,28 @@ class SpeculativeManifest(_M):
     def referenced(self) -> list[str]:
         graphs = [f for g in (self.target, self.draft) for f in g.files.values()]
         vocab = [g.vocab_file for g in (self.target, self.draft) if g.vocab_file]
+        return [self.tokenizer.file, *self.tokenizer.extra_files, *graphs, *vocab]
+
+
+class EagleManifest(_M):
+    """EAGLE: the target (logits + final-norm features, tree-verifiable) and a feature-level draft head."""
+    schema_version: int = SCHEMA_VERSION
+    method: Literal["eagle"]
+    created_utc: str
+    weight_format: str
+    tokenizer: LMTokenizer
+    target: LMGraph
+    head: LMGraph
+    defaults: dict[str, int | float | str]  # tree settings, head cost ratio
+    verify_ms: dict[str, float] = {}  # target call time (ms, median) for n positions after a prompt, OpenVINO
+    source: dict  # target sha256, head training summary
+    versions: dict[str, str]
+    parity: dict[str, float] = {}
+    files: dict[str, str] = Field(default_factory=dict)
+
+    def referenced(self) -> list[str]:
+        graphs = [f for g in (self.target, self.head) for f in g.files.values()]
+        vocab = [g.vocab_file for g in (self.target, self.head) if g.vocab_file]
         return [self.tokenizer.file, *self.tokenizer.extra_files, *graphs, *vocab]
 
 
@@ -196,7 +218,8 @@ class DiffusionManifest(_M):
         return [self.tokenizer.file, *self.tokenizer.extra_files, *(f for g in self.graphs() for f in g.files.values())]
 
 
-AnyManifest = Annotated[Union[Manifest, SpeculativeManifest, DiffusionManifest], Field(discriminator="method")]
+AnyManifest = Annotated[Union[Manifest, SpeculativeManifest, EagleManifest, DiffusionManifest],
+                        Field(discriminator="method")]
 _ADAPTER = TypeAdapter(AnyManifest)
 
 
@@ -234,7 +257,7 @@ def write_manifest(root: Path, manifest):
     return m
 
 
-def read_manifest(root: Path, verify: bool = True) -> Manifest | SpeculativeManifest | DiffusionManifest:
+def read_manifest(root: Path, verify: bool = True) -> Manifest | SpeculativeManifest | EagleManifest | DiffusionManifest:
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():

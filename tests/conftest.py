@@ -193,3 +193,30 @@ def tiny_lm(tmp_path_factory):
     art = root / "artifacts" / "spec"
     export(target, draft, art, weight_format="fp32")
     return {"target": target, "draft": draft, "artifact": art, "root": root}
+
+
+def make_tiny_eagle_head(path: Path, target: Path, vocab: int | None = 200, seed: int = 2) -> Path:
+    """An EAGLE head dir over `target`: its layer from the target's last, random fc, truncated vocab."""
+    import torch
+
+    from dynexport.export.eagle_head import init_head, save_head
+    from dynexport.export.lm_sources import read_checkpoint
+    cfg, sd, sha, n = read_checkpoint(target)
+    vocab_ids = torch.arange(vocab if vocab else sd["model.embed_tokens.weight"].shape[0])
+    head = init_head(cfg, sd, vocab_ids, n)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        head.fc.weight.add_(torch.randn_like(head.fc.weight) * 0.05)
+    save_head(head, vocab_ids, sha, {"note": "tiny random test head"}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_eagle(tiny_lm):
+    """The tiny target of tiny_lm + a random EAGLE head, exported (fp32)."""
+    from dynexport.export.eagle import export
+    root = tiny_lm["root"]
+    head = make_tiny_eagle_head(root / "eagle_head", tiny_lm["target"])
+    art = root / "artifacts" / "eagle"
+    export(tiny_lm["target"], head, art, weight_format="fp32")
+    return {"target": tiny_lm["target"], "head": head, "artifact": art, "root": root}

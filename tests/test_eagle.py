@@ -80,3 +80,25 @@ def test_loss_trains_and_acceptance_counts_chains(head):
     acc = chain_acceptance(head.eval(), ids, feats, top1, torch.arange(40), 3)
     rates = acc["chain_acceptance"]
     assert rates[0] >= rates[1] >= rates[2] and acc["tau"] == pytest.approx(1 + sum(rates), abs=1e-3)
+
+
+def test_export_manifest_parity_and_cost_curve(tiny_eagle):
+    import json
+    m = json.loads((tiny_eagle["artifact"] / "manifest.json").read_text())
+    assert m["method"] == "eagle" and m["head"]["vocab_file"] == "head_vocab.npy"
+    assert [o["name"] for o in m["target"]["outputs"]][:2] == ["logits", "hidden"]
+    assert set(m["parity"]) == {"target/openvino", "target/onnxruntime", "head/openvino", "head/onnxruntime"}
+    assert max(m["parity"].values()) < 1e-4, m["parity"]
+    assert set(m["verify_ms"]) >= {"1", "8", "64"} and all(v > 0 for v in m["verify_ms"].values())
+    assert 0 < m["defaults"]["head_cost_ratio"] < 5
+    assert m["source"]["head"]["training"]["note"] == "tiny random test head"
+
+
+def test_head_for_another_target_is_refused(tiny_eagle, tmp_path):
+    from conftest import make_tiny_llama
+    from dynexport.errors import AssetError
+    from dynexport.export.eagle import export
+    other = make_tiny_llama(tmp_path / "other", seed=5, train_steps=0)
+    with pytest.raises(AssetError, match="trained for another target"):
+        export(other, tiny_eagle["head"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -43,12 +43,19 @@ class EagleHead(nn.Module):
         self.layer = Layer(cfg, {f"l.{LAYER_KEYS[a]}": w for a, w in layer_sd.items()}, "l.")
         self.register_buffer("inv_freq", inv_freq(cfg), persistent=False)
 
-    def forward(self, input_ids, hidden, position_ids, attention_mask, past_k, past_v):
-        # input_ids, position_ids [B, T]; hidden [B, T, H]; attention_mask [B, 1, T, P+T]; past_* [B, Hkv, P, D]
+    def forward(self, input_ids, hidden, position_ids, attention_mask, *past):
+        # input_ids, position_ids [B, T]; hidden [B, T, H]; attention_mask [B, 1, T, P+T];
+        # past = (key, value) [B, Hkv, P, D] (a star-arg, as KVLlama's, for the export's dynamic shapes)
         x = self.fc(torch.cat([hidden, F.embedding(input_ids, self.embed)], -1))  # [B, T, H]
         cos, sin = rope(self.inv_freq, position_ids)
-        x, k, v = self.layer(x, cos, sin, attention_mask, past_k, past_v)
+        x, k, v = self.layer(x, cos, sin, attention_mask, past[0], past[1])
         return F.linear(x, self.head), x, k, v  # logits [B, T, V'], f̂ [B, T, H], present k/v
+
+    @property
+    def layers(self) -> list[Layer]:  # the graph-writing protocol (kv_graph.py, speculative.write_lm)
+        return [self.layer]
+
+    source_layers: list[int] = []  # a new layer, none of the target's
 
     def trainable(self) -> list[nn.Parameter]:
         params = [*self.fc.parameters(), *self.layer.parameters()]

@@ -37,7 +37,7 @@ def tensor_specs(module) -> tuple[list[TensorSpec], list[TensorSpec]]:
     kv = ["batch", c.kv_heads, "past", c.head_dim]
     shapes = {"input_ids": ("int64", ["batch", "seq"]), "position_ids": ("int64", ["batch", "seq"]),
               "attention_mask": ("float32", ["batch", 1, "seq", "past+seq"]),
-              "hidden": ("float32", ["batch", "seq", c.hidden]),
+              "hidden": ("float32", ["batch", "seq", c.hidden]), "hidden_out": ("float32", ["batch", "seq", c.hidden]),
               "logits": ("float32", ["batch", "seq", int(module.head.shape[0])])}
     spec = lambda n: TensorSpec(name=n, dtype=shapes[n][0], shape=shapes[n][1])  # noqa: E731
     inputs = [*map(spec, x_in), *(TensorSpec(name=n, dtype="float32", shape=kv) for n in kv_in)]

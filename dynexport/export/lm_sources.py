@@ -55,9 +55,10 @@ def read_checkpoint(path: Path) -> tuple[LlamaCfg, dict[str, torch.Tensor], str,
     return LlamaCfg.from_hf(config), sd, sha256_file(weights), int(config.num_hidden_layers)
 
 
-def target_source(path: Path) -> LMSource:
+def target_source(path: Path, features: bool = False) -> LMSource:
+    """The target checkpoint as a KVLlama; features=True also outputs its final-norm features (EAGLE)."""
     cfg, sd, sha, n = read_checkpoint(path)
-    return LMSource(KVLlama(cfg, sd, list(range(n))).eval(), sha, Path(path), None,
+    return LMSource(KVLlama(cfg, sd, list(range(n)), features=features).eval(), sha, Path(path), None,
                     {"kind": "checkpoint", "path": str(path), "layers": n})
 
 

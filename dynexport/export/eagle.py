@@ -1,0 +1,127 @@
+"""`dynexport eagle`: a Llama target + a trained EAGLE head → KV-cached graphs, tokenizer, manifest.
+
+Graphs (each stateful OpenVINO IR and explicit-KV ONNX, `kv_graph.py`):
+- `target`: the target `KVLlama` with its final-norm features as a second output (`hidden`), positions
+  and attention mask as inputs, so a draft tree is verified in one call;
+- `head`: the EAGLE head (`eagle_head.py`), with its own one-layer KV cache and the draft vocabulary
+  (`head_vocab.npy`, full ids of its output columns).
+The manifest records the target's sha256 (the head's was checked against it), parity per graph and
+backend, and the measured target call time for n = 1..64 positions (`verify_ms`), from which the
+runtime sizes each draft tree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import AssetError, InputError
+from ..manifest import EagleManifest, sha256_file, write_manifest
+from .common import atomic_output_dir, library_versions
+from .eagle_head import EagleHead, load_head
+from .lm_sources import LMSource, read_checkpoint, target_source
+from .speculative import WEIGHT_FORMATS, parity, write_lm, write_tokenizer
+
+DEFAULT_HEAD = Path(__file__).resolve().parents[2] / "heads" / "smollm2-135m-eagle"  # committed
+VERIFY_POSITIONS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
+TREE_DEFAULTS = {"tree_depth": 5, "tree_topk": 8, "tree_max_tokens": 32}
+
+
+def head_source(head_dir: Path, target_dir: Path) -> LMSource:
+    cfg, sd, sha, _ = read_checkpoint(target_dir)
+    if not Path(head_dir).is_dir():
+        raise AssetError(f"EAGLE head dir {head_dir} does not exist (train one with scripts/train_eagle.py)")
+    head, spec = load_head(Path(head_dir), cfg, sd, sha)
+    return LMSource(head, sha256_file(Path(head_dir) / "eagle.safetensors"), Path(target_dir), spec["vocab_ids"],
+                    {"kind": "eagle", "path": str(head_dir), "training": spec.get("training", {})})
+
+
+@torch.no_grad()
+def head_parity(head: EagleHead, session, ids: list[int]) -> float:
+    """Max |output − torch| (logits and features) over a prefix call and a one-token call."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(1, len(ids), head.cfg.hidden, generator=gen)
+    a = len(ids) - 1
+    session.reset()
+    first = session.run(ids[:a], hidden=feats[:, :a].numpy())
+    session.commit(a)
+    second = session.run(ids[a:], hidden=feats[:, a:].numpy())
+    session.commit(1)
+    from .llama import causal_mask
+    t = len(ids)
+    ref_logits, ref_feat, *_ = head(torch.tensor([ids]), feats, torch.arange(t)[None], causal_mask(0, t),
+                                    *head.empty_past(1, 0))
+    got_logits = np.concatenate([first["logits"], second["logits"]])
+    got_feat = np.concatenate([first["hidden_out"], second["hidden_out"]])
+    return float(max(np.abs(got_logits - ref_logits[0].numpy()).max(), np.abs(got_feat - ref_feat[0].numpy()).max()))
+
+
+def _median_ms(fn, reps: int) -> float:
+    ts = []
+    for _ in range(reps + 3):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(ts[3:]))
+
+
+def measure_costs(root: Path, manifest: EagleManifest, reps: int = 10) -> tuple[dict[str, float], float]:
+    """Target call time (ms) for n positions after a 32-token prompt, n in VERIFY_POSITIONS, and the
+    head's one-token call time relative to the target's (c)."""
+    from ..runtime.kv import LMSession
+    target, head = LMSession(root, manifest.target, "openvino"), LMSession(root, manifest.head, "openvino")
+    for s in (target, head):
+        s.reset()
+    target.forward(list(range(10, 42))), target.commit(32)
+    hid = np.zeros((1, 32, _hidden(manifest)), np.float32)
+    head.run(list(range(10, 42)), hidden=hid), head.commit(32)
+
+    def call(s, n, **extra):
+        def f():
+            s.run([100 + j for j in range(n)], **extra)
+            s.commit(0)
+        return f
+    curve = {str(n): round(_median_ms(call(target, n), reps), 3) for n in VERIFY_POSITIONS}
+    head_ms = _median_ms(call(head, 1, hidden=hid[:, :1]), reps)
+    return curve, round(head_ms / curve["1"], 4)
+
+
+def _hidden(manifest: EagleManifest) -> int:
+    return int(next(s.shape[2] for s in manifest.head.inputs if s.name == "hidden"))
+
+
+def export(target_dir: Path, head_dir: Path, out: Path, weight_format: str = "fp16", overwrite: bool = False,
+           formats: tuple[str, ...] = ("openvino", "onnxruntime")) -> EagleManifest:
+    from ..runtime.kv import LMSession
+    if weight_format not in WEIGHT_FORMATS:
+        raise InputError(f"--weight-format must be one of {', '.join(WEIGHT_FORMATS)}, not {weight_format!r}")
+    target = target_source(Path(target_dir), features=True)
+    head = head_source(Path(head_dir), Path(target_dir))
+    from transformers import AutoConfig
+    max_context = int(AutoConfig.from_pretrained(target_dir).max_position_embeddings)
+    with atomic_output_dir(out, overwrite) as tmp:
+        tok = write_tokenizer(Path(target_dir), tmp, max_context, "openvino" in formats)
+        graphs = [write_lm(src, name, tmp, weight_format, formats)
+                  for name, src in tqdm([("target", target), ("head", head)], desc="export graphs")]
+        manifest = EagleManifest(
+            method="eagle", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(), weight_format=weight_format,
+            tokenizer=tok, target=graphs[0], head=graphs[1], defaults=dict(TREE_DEFAULTS),
+            source={"target": target.info, "head": head.info, "target_sha256": target.sha256,
+                    "head_sha256": head.sha256}, versions=library_versions())
+        write_manifest(tmp, manifest)
+        from tokenizers import Tokenizer
+        ids = Tokenizer.from_file(str(tmp / tok.file)).encode(
+            "The quick brown fox jumps over the lazy dog because it wanted to see the river.").ids
+        par = {f"target/{b}": parity(target, LMSession(tmp, graphs[0], b), ids) for b in graphs[0].files}
+        par |= {f"head/{b}": head_parity(head.module, LMSession(tmp, graphs[1], b), ids) for b in graphs[1].files}
+        update = {"parity": par}
+        if "openvino" in formats:
+            curve, c = measure_costs(tmp, manifest)
+            update |= {"verify_ms": curve, "defaults": {**manifest.defaults, "head_cost_ratio": c}}
+        manifest = write_manifest(tmp, manifest.model_copy(update=update))
+    return manifest
