@@ -195,19 +195,30 @@ def tiny_lm(tmp_path_factory):
     return {"target": target, "draft": draft, "artifact": art, "root": root}
 
 
-def make_tiny_eagle_head(path: Path, target: Path, vocab: int | None = 200, seed: int = 2) -> Path:
-    """An EAGLE head dir over `target`: its layer from the target's last, random fc, truncated vocab."""
+def make_tiny_eagle_head(path: Path, target: Path, vocab: int | None = 200, seed: int = 2, train_steps: int = 0) -> Path:
+    """An EAGLE head dir over `target` (truncated vocab), its layer from the target's last; with
+    train_steps, briefly trained (training-time test, depth 3) on the target's features of LM_TEXT,
+    so that drafts are often accepted; else a randomly perturbed fc."""
     import torch
+    from transformers import AutoTokenizer
 
     from dynexport.export.eagle_head import init_head, save_head
+    from dynexport.export.llama import KVLlama
     from dynexport.export.lm_sources import read_checkpoint
+    from dynexport.train.eagle import EagleCfg, target_features, train_head
     cfg, sd, sha, n = read_checkpoint(target)
     vocab_ids = torch.arange(vocab if vocab else sd["model.embed_tokens.weight"].shape[0])
     head = init_head(cfg, sd, vocab_ids, n)
     torch.manual_seed(seed)
     with torch.no_grad():
         head.fc.weight.add_(torch.randn_like(head.fc.weight) * 0.05)
-    save_head(head, vocab_ids, sha, {"note": "tiny random test head"}, path)
+    if train_steps:
+        ids = torch.tensor(AutoTokenizer.from_pretrained(target)(LM_TEXT * 8)["input_ids"])
+        chunks = torch.stack([ids[s:s + 32] for s in range(0, len(ids) - 32, 5)])  # [N, 32]
+        feats, _ = target_features(KVLlama(cfg, sd, list(range(n)), features=True).eval(), chunks)
+        train_head(head, (chunks, feats), EagleCfg(steps=train_steps, batch=8, lr=3e-3), path.parent / "eagle_ckpt.pt",
+                   log=lambda m: None)
+    save_head(head.eval(), vocab_ids, sha, {"note": "tiny test head", "train_steps": train_steps}, path)
     return path
 
 
@@ -216,7 +227,7 @@ def tiny_eagle(tiny_lm):
     """The tiny target of tiny_lm + a random EAGLE head, exported (fp32)."""
     from dynexport.export.eagle import export
     root = tiny_lm["root"]
-    head = make_tiny_eagle_head(root / "eagle_head", tiny_lm["target"])
+    head = make_tiny_eagle_head(root / "eagle_head", tiny_lm["target"], train_steps=120)
     art = root / "artifacts" / "eagle"
     export(tiny_lm["target"], head, art, weight_format="fp32")
     return {"target": tiny_lm["target"], "head": head, "artifact": art, "root": root}

@@ -13,15 +13,16 @@ from .early_exit import EarlyExitPipeline, Result, Stats
 from .graph import BACKENDS
 from .policies import AdaptiveDraft, EntropyPolicy, FixedDraft, FullDepth, PatiencePolicy
 from .diffusion import ImageResult, ImageStats, StepSaverPipeline
+from .eagle import EaglePipeline, TreeCfg
 from .speculative import GenResult, GenStats, SpeculativePipeline
 
 __all__ = ["load", "EarlyExitPipeline", "Result", "Stats", "EntropyPolicy", "PatiencePolicy", "FullDepth",
            "SpeculativePipeline", "GenResult", "GenStats", "FixedDraft", "AdaptiveDraft", "StepSaverPipeline",
-           "ImageResult", "ImageStats"]
+           "ImageResult", "ImageStats", "EaglePipeline", "TreeCfg"]
 
 
 def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU",
-         threads: int | None = None) -> EarlyExitPipeline | SpeculativePipeline | StepSaverPipeline:
+         threads: int | None = None) -> EarlyExitPipeline | SpeculativePipeline | EaglePipeline | StepSaverPipeline:
     """Verify the artifact (manifest schema, paths, sha256 of every file) and compile its graphs."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
@@ -33,6 +34,8 @@ def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU
         return EarlyExitPipeline(root, manifest, backend, device, threads)
     if manifest.method == "speculative":
         return SpeculativePipeline(root, manifest, backend, device, threads)
+    if manifest.method == "eagle":
+        return EaglePipeline(root, manifest, backend, device, threads)
     if manifest.method == "stepsaver":
         return StepSaverPipeline(root, manifest, backend, device, threads)
     raise ManifestError(f"{root}: unknown method {manifest.method!r}")  # pragma: no cover (schema-checked)

@@ -60,28 +60,35 @@ class LMSession:
         """Append `ids` → logits [T, V'] for each of them (see `run`)."""
         return self.run(ids, parents, **extra)["logits"]
 
-    def run(self, ids: list[int] | np.ndarray, parents: list[int] | None = None, **extra) -> dict[str, np.ndarray]:
+    def run(self, ids: list[int] | np.ndarray, parents: list[int] | None = None,
+            visible: list[np.ndarray] | None = None, base_depth: int = 0, **extra) -> dict[str, np.ndarray]:
         """Append `ids` after the committed tokens → every non-KV output, batch row 0 ([T, ...] each).
         parents=None: a chain; else parents[i] is the index (in this call) of token i's parent, −1 for
-        the last committed token: a tree, each token at position length + its depth, attending to the
-        committed tokens and its ancestors. `extra`: further graph inputs ([1, T, ...] arrays)."""
+        the last committed token: a tree, each token at position length + base_depth + its depth,
+        attending to the committed tokens, its ancestors, and `visible[i]` (slot indices of uncommitted
+        tokens of earlier calls: a draft tree grown over several calls). The slots this call's tokens
+        occupy are `last_slots` afterwards. `extra`: further graph inputs ([1, T, ...] arrays)."""
         if self._last:
             raise RuntimeError("commit() the previous call before the next forward()")
         ids = np.asarray(ids, np.int64)[None]  # [1, T]
         t, slots = ids.shape[1], len(self.valid)
         anc, depth = tree_ancestry(parents, t)
-        pos = (self.length + depth)[None]  # [1, T]
+        pos = (self.length + base_depth + depth)[None]  # [1, T]
         mask = np.full((1, 1, t, slots + t), NEG, np.float32)  # [1, 1, T, S+T] additive
         mask[..., :slots][..., self.valid] = 0.0
+        for i, extra_slots in enumerate(visible or []):
+            mask[0, 0, i, np.asarray(extra_slots, np.int64)] = 0.0
         mask[0, 0, :, slots:] = np.where(anc, 0.0, NEG)
         out = self._run({"input_ids": ids, "position_ids": pos, "attention_mask": mask, **extra})
         self.valid = np.concatenate([self.valid, np.zeros(t, bool)])
         self._last, self.calls = t, self.calls + 1
+        self.last_slots = np.arange(slots, slots + t)
         return {k: v[0] for k, v in out.items()}
 
-    def commit(self, keep: int | list[int] | np.ndarray) -> None:
+    def commit(self, keep: int | list[int] | np.ndarray, compact: bool = True) -> None:
         """Keep the first `keep` tokens of the last forward, or the tokens at indices `keep` (a tree's
-        accepted path); the rest become masked slots."""
+        accepted path); the rest become masked slots. compact=False: never compact now (slot indices
+        held for `visible` stay valid)."""
         if isinstance(keep, (int, np.integer)):
             ok, idx = 0 <= keep <= self._last, np.arange(max(int(keep), 0))
         else:
@@ -92,7 +99,7 @@ class LMSession:
         start = len(self.valid) - self._last
         self.valid[start + idx] = True
         self._last = 0
-        if len(self.valid) - self.length > self.compact_after:
+        if compact and len(self.valid) - self.length > self.compact_after:
             self._compact()
 
     def discard_last(self, n: int) -> None:

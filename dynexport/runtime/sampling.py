@@ -86,3 +86,22 @@ def accept_or_resample(p: np.ndarray, q: np.ndarray, token: int, rng: np.random.
     if total <= 0:  # p == q: any rejection is a measure-zero event; fall back to p itself
         return False, sample(p, rng)
     return False, sample(residual / total, rng)
+
+
+def recursive_reject(p: np.ndarray, candidates: list[int], rng: np.random.Generator) -> tuple[int | None, np.ndarray]:
+    """Multi-candidate rejection over fixed draft candidates (a tree node's children, best first).
+
+    Each candidate c is a point-mass proposal: accepted with probability p(c), else p loses c and is
+    renormalised (the residual norm(max(0, p − δ_c))). Returns (index of the accepted candidate, p) or
+    (None, the final residual to sample the next token from): the token that comes out follows p exactly.
+    """
+    p = p.copy()
+    for j, c in enumerate(candidates):
+        if rng.random() < p[c]:
+            return j, p
+        p[c] = 0.0
+        total = p.sum()
+        if total <= 0:  # cannot happen unless p is degenerate; p(c) = 1 is always accepted
+            raise ValueError("target distribution has no mass left after rejecting the candidates")
+        p /= total
+    return None, p

@@ -39,7 +39,8 @@ class GenStats:
     draft_calls: int = 0
     drafted: int = 0  # draft tokens proposed
     accepted: int = 0  # draft tokens accepted
-    draft_lengths: list[int] = field(default_factory=list)  # k per round
+    draft_lengths: list[int] = field(default_factory=list)  # k (or tree size) per round
+    accepted_lengths: list[int] = field(default_factory=list)  # drafts accepted per round
 
     @property
     def tpot_s(self) -> float:
@@ -62,7 +63,7 @@ class GenStats:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d.pop("draft_lengths")
+        d.pop("draft_lengths"), d.pop("accepted_lengths")
         d.update(tpot_s=self.tpot_s, tokens_per_s=self.tokens_per_s, acceptance_rate=self.acceptance_rate,
                  mean_accepted_length=self.mean_accepted_length,
                  mean_draft_length=float(np.mean(self.draft_lengths)) if self.draft_lengths else 0.0)
@@ -86,11 +87,7 @@ class SpeculativePipeline:
         self.eos = set(manifest.tokenizer.eos_ids)
 
     def encode(self, prompt: str) -> list[int]:
-        if not isinstance(prompt, str):
-            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
-        if not prompt.strip():
-            raise InputError("prompt is empty")
-        return self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        return encode_prompt(self.tokenizer, prompt)
 
     def generate(self, prompt: str, max_new_tokens: int = 64, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
@@ -99,14 +96,10 @@ class SpeculativePipeline:
         """Generate up to `max_new_tokens` after `prompt`; k = `num_draft_tokens` (int, 0 = target
         alone, or "adaptive"); streamer gets each new piece of text as soon as it is accepted."""
         cfg = SamplingCfg(do_sample, temperature if do_sample else 1.0, top_k, top_p)
-        if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-            raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        check_request(0, max_new_tokens, None)
         policy = self._policy(num_draft_tokens)
         ids = self.encode(prompt)
-        limit = self.manifest.tokenizer.max_context
-        if len(ids) + max_new_tokens > limit:
-            raise InputError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                             f"context of {limit} tokens; shorten the prompt or generate fewer tokens")
+        check_request(len(ids), max_new_tokens, self.manifest.tokenizer.max_context)
         rng = np.random.default_rng(seed)
         stats = GenStats(prompt_tokens=len(ids))
         out = _Output(self.tokenizer, streamer)
@@ -147,7 +140,7 @@ class SpeculativePipeline:
         self.target.commit(1 + n)
         self._rollback_draft(k, n)
         stats.drafted, stats.accepted = stats.drafted + k, stats.accepted + n
-        stats.draft_lengths.append(k)
+        stats.draft_lengths.append(k), stats.accepted_lengths.append(n)
         return [*drafts[:n], tok], ([drafts[-1]] if n == k else [])
 
     def _draft(self, x: int, pending: list[int], k: int, cfg: SamplingCfg, rng):
@@ -205,6 +198,23 @@ class SpeculativePipeline:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 16:
             raise InputError(f"num_draft_tokens must be an integer in 0..16 or 'adaptive', got {k!r}")
         return FixedDraft(k)
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    if not isinstance(prompt, str):
+        raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise InputError("prompt is empty")
+    return tokenizer.encode(prompt, add_special_tokens=False).ids
+
+
+def check_request(prompt_tokens: int, max_new_tokens, limit: int | None) -> None:
+    """max_new_tokens is a positive int and prompt + max_new_tokens fits the context (limit None: skip)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if limit is not None and prompt_tokens + max_new_tokens > limit:
+        raise InputError(f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                         f"context of {limit} tokens; shorten the prompt or generate fewer tokens")
 
 
 class _Output:
