@@ -1,7 +1,9 @@
-"""EAGLE: the head module, its training-time-test unroll, and (later) export + runtime."""
+"""EAGLE on tiny models: the head's training-time-test unroll, export parity, greedy == target (chains and
+trees), exact tree sampling (chi-square, and a broken rule must fail), bad input."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -191,3 +193,61 @@ def test_each_verified_node_gets_its_paths_logits(tiny_eagle):
             fresh.reset()
             ref = fresh.forward(prefix + path)[-1]
             np.testing.assert_allclose(logits[i], ref, atol=1e-4)
+
+
+# ---- exactness of EAGLE sampling (the chi-square test of test_speculative, on trees) ----
+
+def _eagle_pvalues(pipe, n: int, cfg, **kw) -> tuple[float, float]:
+    from test_speculative import _pvalue, _target_dists
+    p1, p2 = _target_dists(pipe, cfg)
+    first, pairs = {}, {}
+    for seed in range(n):
+        t = pipe.generate("the cat sat", max_new_tokens=2, do_sample=True, temperature=cfg.temperature,
+                          top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, ignore_eos=True, **kw).tokens
+        first[t[0]] = first.get(t[0], 0) + 1
+        pairs[tuple(t)] = pairs.get(tuple(t), 0) + 1
+    exp1 = {int(i): float(p1[i]) for i in np.flatnonzero(p1)}
+    exp2 = {(a, int(b)): float(p1[a] * p2[a][b]) for a in p2 for b in np.flatnonzero(p2[a])}
+    return _pvalue(exp1, first, n), _pvalue(exp2, pairs, n)
+
+
+TREE = {"depth": 3, "topk": 3, "max_tokens": 8, "dynamic": False}
+
+
+@pytest.mark.parametrize("kw", [{"tree": TREE}, {"num_draft_tokens": 2}], ids=["tree", "chain"])
+def test_eagle_sampling_keeps_target_distribution(tiny_eagle, kw):
+    from dynexport.runtime import load
+    from dynexport.runtime.sampling import SamplingCfg
+    pipe = load(tiny_eagle["artifact"], "onnxruntime")
+    p_first, p_pair = _eagle_pvalues(pipe, 3000, SamplingCfg(do_sample=True, temperature=1.0, top_k=8), **kw)
+    assert p_first > 1e-3 and p_pair > 1e-3, (p_first, p_pair)
+
+
+def test_broken_tree_rejection_fails_the_test(tiny_eagle, monkeypatch):
+    """Rejecting a candidate without removing it from p (resampling from p itself) must be caught."""
+    from dynexport.runtime import eagle as eagle_mod
+    from dynexport.runtime import load
+    from dynexport.runtime.sampling import SamplingCfg
+
+    def no_residual(p, candidates, rng):
+        for j, c in enumerate(candidates):
+            if rng.random() < p[c]:
+                return j, p
+        return None, p
+
+    monkeypatch.setattr(eagle_mod, "recursive_reject", no_residual)
+    pipe = load(tiny_eagle["artifact"], "onnxruntime")
+    p_first, p_pair = _eagle_pvalues(pipe, 3000, SamplingCfg(do_sample=True, temperature=1.0, top_k=8), tree=TREE)
+    assert min(p_first, p_pair) < 1e-4, (p_first, p_pair)
+
+
+def test_recursive_reject_is_exact_by_enumeration():
+    """Exact output law of recursive_reject + a final sample, computed by Monte Carlo on a fixed p."""
+    from dynexport.runtime.sampling import recursive_reject, sample
+    p = np.array([0.5, 0.3, 0.15, 0.05])
+    rng = np.random.default_rng(0)
+    counts = np.zeros(4)
+    for _ in range(40_000):
+        j, r = recursive_reject(p, [1, 0], rng)
+        counts[[1, 0][j] if j is not None else sample(r, rng)] += 1
+    np.testing.assert_allclose(counts / counts.sum(), p, atol=0.01)

@@ -74,6 +74,9 @@ class EaglePipeline:
         self._cost_n = np.array(sorted(int(n) for n in curve), np.float64)
         self._cost_ms = np.array([curve[str(int(n))] for n in self._cost_n], np.float64)
 
+    def encode(self, prompt: str) -> list[int]:
+        return encode_prompt(self.tokenizer, prompt)
+
     def target_ms(self, n: np.ndarray | int) -> np.ndarray:
         """Measured target call time for n positions (interpolated; flat past the last measured n)."""
         return np.interp(n, self._cost_n, self._cost_ms)
@@ -86,7 +89,7 @@ class EaglePipeline:
         alone); otherwise a tree (`tree`, default the manifest's settings)."""
         cfg = SamplingCfg(do_sample, temperature if do_sample else 1.0, top_k, top_p)
         shape = self._tree_cfg(num_draft_tokens, tree)
-        ids = encode_prompt(self.tokenizer, prompt)
+        ids = self.encode(prompt)
         check_request(len(ids), max_new_tokens, self.manifest.tokenizer.max_context)
         rng = np.random.default_rng(seed)
         stats, out = GenStats(prompt_tokens=len(ids)), _Output(self.tokenizer, streamer)
