@@ -176,6 +176,40 @@ def speculative(
                   f"max parity error {max(m.parity.values()):.1e}")
 
 
+@app.command()
+def eagle(
+    output: Annotated[Path, typer.Argument(help="artifact dir")] = Path("exported_models/smollm2-eagle"),
+    target: Annotated[Optional[str], typer.Option(help="target checkpoint dir [default: SmolLM2-135M-Instruct]")] = None,
+    head: Annotated[Optional[Path], typer.Option(help="EAGLE head dir (scripts/train_eagle.py) [default: the committed one]")] = None,
+    weight_format: WeightFormat = WeightFormat.fp16,
+    formats: Annotated[str, typer.Option(help="backends to write graphs for")] = "openvino,onnxruntime",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
+):
+    """Export a target LM (logits + features, tree verify) and its EAGLE draft head as KV-cached graphs."""
+    from . import assets
+    from .export.eagle import DEFAULT_HEAD, export
+
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    if not fmts or any(f not in ("openvino", "onnxruntime") for f in fmts):
+        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {formats!r}")
+    target_dir = assets.smollm2_dir() if target in (None, assets.SMOLLM2_ID) else Path(target)
+    m = export(target_dir, head or DEFAULT_HEAD, output, weight_format.value, overwrite, fmts)
+    c = m.defaults.get("head_cost_ratio")
+    console.print(f"[green]wrote[/green] {output}: target {m.target.num_layers} layers + EAGLE head "
+                  f"({'full' if not m.head.vocab_file else 'truncated'} vocabulary), {m.weight_format}, "
+                  + (f"head cost ratio {c:.3f}, " if c else "") + f"max parity error {max(m.parity.values()):.1e}")
+
+
+def _tree_option(value: Optional[str]) -> Optional[dict]:
+    if value is None:
+        return None
+    try:
+        depth, topk, total = (int(v) for v in value.split(","))
+    except ValueError:
+        raise RecipeError(f"--tree must be depth,topk,max_tokens like 5,8,32, got {value!r}") from None
+    return {"depth": depth, "topk": topk, "max_tokens": total}
+
+
 def _int_option(flag: str, value: str) -> int:
     try:
         return int(value)
@@ -194,21 +228,31 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
-    num_draft_tokens: Annotated[Optional[str], typer.Option(help="k, 0 = target alone, or 'adaptive'")] = None,
+    num_draft_tokens: Annotated[Optional[str], typer.Option(
+        help="k, 0 = target alone, or 'adaptive' (speculative); EAGLE: a chain of k instead of the tree")] = None,
+    tree: Annotated[Optional[str], typer.Option(help="EAGLE tree as depth,topk,max_tokens (default: the manifest's)")] = None,
     backend: Backend = Backend.openvino,
     device: str = "CPU",
 ):
-    """Stream a completion with speculative decoding and print its stats line."""
+    """Stream a completion with speculative or EAGLE decoding and print its stats line."""
     from .runtime import load
     pipe = load(artifact, backend.value, device)
-    if pipe.manifest.method != "speculative":
-        raise RecipeError(f"{artifact} is a {pipe.manifest.method!r} artifact; `generate` needs a speculative one")
+    if pipe.manifest.method not in ("speculative", "eagle"):
+        raise RecipeError(f"{artifact} is a {pipe.manifest.method!r} artifact; `generate` needs a speculative "
+                          "or eagle one")
     k = None if num_draft_tokens is None else (
         num_draft_tokens if num_draft_tokens == "adaptive" else _int_option("--num-draft-tokens", num_draft_tokens))
+    extra = {}
+    if pipe.manifest.method == "eagle":
+        if k == "adaptive":
+            raise RecipeError("--num-draft-tokens adaptive is for speculative artifacts; EAGLE sizes its tree itself")
+        extra["tree"] = _tree_option(tree)
+    elif tree is not None:
+        raise RecipeError("--tree is for EAGLE artifacts")
     out = sys.stdout
     out.write(prompt)
     r = pipe.generate(prompt, max_new_tokens, sample, temperature, top_k, top_p, seed, k,
-                      streamer=lambda piece: (out.write(piece), out.flush()))
+                      streamer=lambda piece: (out.write(piece), out.flush()), **extra)
     s = r.stats
     out.write("\n")
     console.print(f"[dim]{s.new_tokens} tokens · TTFT {s.ttft_s * 1e3:.0f} ms · TPOT {s.tpot_s * 1e3:.1f} ms · "

@@ -251,3 +251,23 @@ def test_recursive_reject_is_exact_by_enumeration():
         j, r = recursive_reject(p, [1, 0], rng)
         counts[[1, 0][j] if j is not None else sample(r, rng)] += 1
     np.testing.assert_allclose(counts / counts.sum(), p, atol=0.01)
+
+
+def test_cli_eagle_and_generate(tiny_eagle, tmp_path):
+    from dynexport.runtime import load
+    from test_cli import run
+    out = tmp_path / "art"
+    p = run("eagle", out, "--target", tiny_eagle["target"], "--head", tiny_eagle["head"], "--weight-format", "fp32",
+            "--formats", "onnxruntime")
+    assert p.returncode == 0, p.stderr
+    assert "wrote" in p.stdout and "EAGLE head" in p.stdout
+    p = run("generate", out, "the cat sat", "--max-new-tokens", "12", "--tree", "3,2,4", "--backend", "onnxruntime")
+    assert p.returncode == 0, p.stderr
+    ref = load(tiny_eagle["artifact"], "onnxruntime").generate("the cat sat", max_new_tokens=12, num_draft_tokens=0)
+    assert p.stdout.startswith("the cat sat" + ref.text) and "mean accepted length" in p.stdout
+    p = run("generate", out, "the cat", "--tree", "3,2", "--backend", "onnxruntime")
+    assert p.returncode == 2 and "--tree must be depth,topk,max_tokens" in p.stderr
+    p = run("generate", out, "the cat", "--num-draft-tokens", "adaptive", "--backend", "onnxruntime")
+    assert p.returncode == 2 and "EAGLE sizes its tree itself" in p.stderr
+    p = run("eagle", tmp_path / "x", "--target", tiny_eagle["target"], "--head", tmp_path / "missing")
+    assert p.returncode == 2 and "EAGLE head dir" in p.stderr and not (tmp_path / "x").exists()
