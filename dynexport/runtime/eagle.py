@@ -153,7 +153,8 @@ class EaglePipeline:
                   k: int) -> list[_Node]:
         """The top-k draft tokens after a node (draft logits [V'], its f̂ [H])."""
         q = softmax(logits)  # [V']
-        top = np.argsort(-q)[:k]
+        top = np.argpartition(-q, k - 1)[:k] if k < len(q) else np.arange(len(q))
+        top = top[np.argsort(-q[top], kind="stable")]
         return [_Node(int(self.head.full_ids(int(c))), parent, depth, score * float(q[c]), feat) for c in top]
 
     @staticmethod

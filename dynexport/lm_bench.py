@@ -1,0 +1,146 @@
+"""Timing harness for the causal-LM benchmarks (scripts/bench_speculative.py, scripts/bench_eagle.py).
+
+One process, the same held-out prompts for every configuration, run prompt by prompt with the
+configurations interleaved (the order rotated per prompt, so none is always first on a drifting
+machine); EOS ignored so every run makes the same number of tokens. Runners: the dynexport runtime
+(any pipeline with `generate`) and openvino_genai.LLMPipeline (f32 compute and KV cache, as ours).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+OUT_ROOT = Path(__file__).resolve().parents[1] / "exported_models"
+GENAI_CFG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+
+
+def draft_sha(draft: Path) -> str:
+    from dynexport.manifest import sha256_file
+    return sha256_file(draft / ("draft.safetensors" if (draft / "draft.json").is_file() else "model.safetensors"))
+
+
+def ensure_speculative(draft: Path, precision: str) -> Path:
+    """The dynexport artifact for this precision, re-exported when missing or made from another draft."""
+    out = OUT_ROOT / f"smollm2-speculative-{precision}"
+    manifest = out / "manifest.json"
+    if not manifest.is_file() or json.loads(manifest.read_text())["source"]["draft_sha256"] != draft_sha(draft):
+        from dynexport.assets import smollm2_dir
+        from dynexport.export.speculative import export
+        export(smollm2_dir(), draft, out, weight_format=precision, num_draft_tokens="adaptive",
+               formats=("openvino",), overwrite=True)
+    return out
+
+
+def ensure_genai(draft: Path, precision: str) -> tuple[Path, Path]:
+    """optimum-cli exports of the target and of the same draft (as a plain Llama) for openvino_genai."""
+    from dynexport.assets import smollm2_dir
+    target_out, draft_out = OUT_ROOT / "genai" / f"target-{precision}", OUT_ROOT / "genai" / f"draft-{precision}"
+    stamp = draft_sha(draft)
+    for src, out in ((None, target_out), (draft, draft_out)):
+        made_from = out / "dynexport-draft-sha256.txt"
+        current = src is None or (made_from.is_file() and made_from.read_text() == stamp)
+        if (out / "openvino_model.xml").is_file() and current:
+            continue
+        model_dir = smollm2_dir()
+        if src is not None:
+            from dynexport.export.lm_sources import draft_source, save_hf_checkpoint
+            model_dir = save_hf_checkpoint(draft_source(src, smollm2_dir()).module, smollm2_dir(),
+                                           OUT_ROOT / "genai" / "draft-hf")
+        subprocess.run([str(Path(sys.executable).parent / "optimum-cli"), "export", "openvino", "--model",
+                        str(model_dir), "--task", "text-generation-with-past", "--weight-format", precision,
+                        str(out)], check=True, capture_output=True)
+        if src is not None:
+            made_from.write_text(stamp)
+    return target_out, draft_out
+
+
+def ours(pipe, prompt: str, n: int, sample: bool, seed: int, **kw) -> dict:
+    """One dynexport generate call (T = 0.7 when sampling); kw: num_draft_tokens / tree."""
+    t0 = time.perf_counter()
+    r = pipe.generate(prompt, n, do_sample=sample, temperature=0.7, seed=seed, ignore_eos=True, **kw)
+    wall = time.perf_counter() - t0
+    s = r.stats
+    return {"wall_s": wall, "tokens": s.new_tokens, "ttft_s": s.ttft_s, "tpot_s": s.tpot_s,
+            "drafted": s.drafted, "accepted": s.accepted, "rounds": len(s.draft_lengths),
+            "accepted_lengths": list(s.accepted_lengths),
+            "target_calls": s.target_calls, "draft_calls": s.draft_calls, "ids": r.tokens}
+
+
+def genai(pipe, prompt: str, n: int, k, sample: bool, seed: int) -> dict:
+    import openvino_genai as og
+    cfg = og.GenerationConfig()
+    cfg.max_new_tokens, cfg.ignore_eos, cfg.apply_chat_template = n, True, False
+    if sample:
+        cfg.do_sample, cfg.temperature, cfg.rng_seed = True, 0.7, seed
+    if k:
+        cfg.num_assistant_tokens = k
+    t0 = time.perf_counter()
+    r = pipe.generate([prompt], cfg)
+    wall = time.perf_counter() - t0
+    pm = r.perf_metrics
+    return {"wall_s": wall, "tokens": int(pm.get_num_generated_tokens()), "ttft_s": pm.get_ttft().mean / 1e3,
+            "tpot_s": pm.get_tpot().mean / 1e3, "text": r.texts[0]}
+
+
+def verify_cost_curve(pipe, n_max: int = 16, repeats: int = 7) -> list[dict]:
+    """Median time of one target call over n = 1..n_max new positions after a 64-token context."""
+    t = pipe.target
+    out = []
+    for n in range(1, n_max + 1):
+        ts = []
+        for _ in range(repeats):
+            t.reset()
+            t.forward(list(range(100, 164))), t.commit(64)
+            t0 = time.perf_counter()
+            t.forward(list(range(200, 200 + n)))
+            ts.append(time.perf_counter() - t0)
+            t.commit(n)
+        out.append({"n": n, "ms": 1e3 * statistics.median(ts)})
+    return out
+
+
+def aggregate(runs: list[dict]) -> dict:
+    tokens, wall = sum(r["tokens"] for r in runs), sum(r["wall_s"] for r in runs)
+    agg = {"prompts": len(runs), "tokens": tokens, "tok_per_s": tokens / wall,
+           "ttft_ms": 1e3 * statistics.median(r["ttft_s"] for r in runs),
+           "tpot_ms": 1e3 * statistics.median(r["tpot_s"] for r in runs)}
+    if "drafted" in runs[0] and sum(r["drafted"] for r in runs):
+        acc, drafted, rounds = (sum(r[key] for r in runs) for key in ("accepted", "drafted", "rounds"))
+        agg.update(acceptance_rate=acc / drafted, mean_accepted_length=(acc + rounds) / rounds,
+                   mean_k=drafted / rounds, target_calls=sum(r["target_calls"] for r in runs),
+                   draft_calls=sum(r["draft_calls"] for r in runs))
+    return agg
+
+
+def interleaved(configs: list[tuple], runners: dict[str, Callable], prompts: list[dict], sample: bool,
+                label: str) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Run every (lib, name, arg) config on every prompt, order rotated per prompt, seed 1000 + i.
+    Returns (runs per "lib/name", errors of genai configs that refused a mode: a result, not hidden)."""
+    per = {f"{lib}/{name}": [] for lib, name, _ in configs}
+    failed: dict[str, str] = {}
+    for i, p in enumerate(prompts):
+        order = configs[i % len(configs):] + configs[: i % len(configs)]
+        for lib, name, arg in order:
+            key = f"{lib}/{name}"
+            if key in failed:
+                continue
+            try:
+                per[key].append(runners[lib](p["prompt"], arg, sample, 1000 + i))
+            except RuntimeError as e:
+                if lib != "genai":
+                    raise
+                failed[key] = str(e).strip().splitlines()[0][:300]
+        print(f"  {label} prompt {i + 1}/{len(prompts)}", flush=True)
+    return {k: v for k, v in per.items() if k not in failed}, failed
+
+
+def acceptance_by_depth(runs: list[dict], depth: int) -> list[float]:
+    """P(a round accepts at least d drafts), d = 1..depth, over all rounds of the runs."""
+    lengths = [n for r in runs for n in r.get("accepted_lengths", [])]
+    return [sum(n >= d for n in lengths) / len(lengths) for d in range(1, depth + 1)] if lengths else []
