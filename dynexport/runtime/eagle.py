@@ -9,7 +9,8 @@ draft distribution of x_{m+1}. One round:
               probabilities on its path; per depth the `topk` best new nodes are expanded by one head
               call (inputs: each node's token and its parent's f̂, attending to its ancestors)
     size    : keep the n best-scored nodes (ancestor-closed), n ≤ max_tokens chosen to maximise
-              (1 + Σ scores) / target_ms(n + 1) from the target's measured call time (manifest)
+              (1 + Σ scores) / (target_ms(n + 1) + depth · head_ms): expected tokens per round over
+              its time, from the target's measured call times and the head's cost ratio (manifest)
     verify  : target([x, tree]) with the tree's attention mask → logits and features, one call
     accept  : greedy: follow the child equal to the target's argmax; sampling: recursive rejection
               over the node's children in score order — child c is accepted with probability p(c),
@@ -73,6 +74,7 @@ class EaglePipeline:
         curve = manifest.verify_ms or {"1": 1.0, "64": 1.0}  # ONNX-only artifacts: no curve, cost flat
         self._cost_n = np.array(sorted(int(n) for n in curve), np.float64)
         self._cost_ms = np.array([curve[str(int(n))] for n in self._cost_n], np.float64)
+        self._head_ms = float(manifest.defaults.get("head_cost_ratio", 0.1)) * float(self.target_ms(1))
 
     def encode(self, prompt: str) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
@@ -171,7 +173,8 @@ class EaglePipeline:
         n = min(shape.max_tokens, len(order))
         if shape.dynamic and n > 1:
             gain = 1.0 + np.cumsum([nodes[i].score for i in order[:n]])  # expected tokens per round
-            n = int(np.argmax(gain / self.target_ms(np.arange(2, n + 2)))) + 1
+            round_ms = self.target_ms(np.arange(2, n + 2)) + shape.depth * self._head_ms  # verify + head calls
+            n = int(np.argmax(gain / round_ms)) + 1
         keep = set(order[:n])
         for i in order[:n]:  # ancestor closure (ties in score could break it)
             p = nodes[i].parent

@@ -1,0 +1,36 @@
+"""Slow tier: the real SmolLM2-135M target with the committed trained EAGLE head — greedy EAGLE (chain,
+fixed tree, dynamic tree) equals the target's greedy decoding token for token, fp32 and int8, and the
+head is really trained (it gets accepted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynexport import assets
+from dynexport.export.eagle import DEFAULT_HEAD, export
+from dynexport.runtime import load
+
+pytestmark = pytest.mark.slow
+PROMPTS = ["The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+           "The city council met on Tuesday to discuss"]
+SETTINGS = [{"num_draft_tokens": 3}, {"tree": {"depth": 4, "topk": 4, "max_tokens": 10, "dynamic": False}}, {}]
+
+
+@pytest.fixture(scope="module", params=["fp32", "int8"])
+def real_eagle(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eagle") / f"smollm2-eagle-{request.param}"
+    export(assets.smollm2_dir(), DEFAULT_HEAD, out, weight_format=request.param, formats=("openvino",))
+    return load(out, "openvino")
+
+
+def test_real_greedy_eagle_equals_target(real_eagle):
+    tau = []
+    for prompt in PROMPTS:
+        ref = real_eagle.generate(prompt, 40, num_draft_tokens=0, ignore_eos=True)
+        for kw in SETTINGS:
+            got = real_eagle.generate(prompt, 40, ignore_eos=True, **kw)
+            assert got.tokens == ref.tokens, (prompt, kw)
+            tau.append(got.stats.mean_accepted_length)
+    # an untrained head (the target's last layer, fc passing the feature through) is accepted 0.2% of the
+    # time (τ ≈ 1.0); the trained one's τ is measured in benchmarks/eagle.json
+    assert sum(tau) / len(tau) > 1.5, tau
