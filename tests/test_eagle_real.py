@@ -31,6 +31,7 @@ def test_real_greedy_eagle_equals_target(real_eagle):
             got = real_eagle.generate(prompt, 40, ignore_eos=True, **kw)
             assert got.tokens == ref.tokens, (prompt, kw)
             tau.append(got.stats.mean_accepted_length)
-    # an untrained head (the target's last layer, fc passing the feature through) is accepted 0.2% of the
-    # time (τ ≈ 1.0); the trained one's τ is measured in benchmarks/eagle.json
-    assert sum(tau) / len(tau) > 1.5, tau
+    # an untrained head (random layer, fc passing the feature through) agrees with the target's top-1 on
+    # 4% of held-out positions (τ ≈ 1.05); the trained one reaches τ 1.5-1.9 on these settings in
+    # benchmarks/eagle.json
+    assert sum(tau) / len(tau) > 1.3, tau
