@@ -296,3 +296,18 @@ print("ok")
     (bad / "head.onnx").write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="head.onnx"):
         load(bad, "onnxruntime")
+
+
+def test_train_head_checkpoints_and_resumes(head, tmp_path):
+    """A finished run leaves a checkpoint; rerunning the command resumes from it (nothing retrained) and
+    a fresh head ends with the trained weights."""
+    from dynexport.train.eagle import EagleCfg, train_head
+    torch.manual_seed(3)
+    data = (torch.randint(0, 40, (6, 10)), torch.randn(6, 10, CFG.hidden))
+    cfg, logs = EagleCfg(steps=30, batch=2, depth=2), []
+    train_head(head, data, cfg, tmp_path / "a.pt", log=lambda m: None)
+    again = init_head(CFG, _tiny_sd(), torch.arange(40), n_layers=2)
+    train_head(again, data, cfg, tmp_path / "a.pt", log=logs.append)
+    assert logs == ["resumed at step 30"]
+    for k, v in head.state().items():
+        torch.testing.assert_close(again.state()[k], v)

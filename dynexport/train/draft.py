@@ -22,6 +22,7 @@ from torch.nn.utils import parametrize
 
 from ..export.llama import MATRICES, KVLlama, causal_mask
 from ..export.lm_sources import DRAFT_FORMAT, DRAFT_VERSION
+from .optim import adamw_cosine, resume, save
 
 
 @dataclass(frozen=True)
@@ -218,16 +219,8 @@ def train(model: KVLlama, params, data: tuple, col: torch.Tensor, cfg: DraftCfg,
     """AdamW with warm-up + cosine decay over cfg.steps; checkpoints (LoRA + optimizer) every 50 steps.
     With `onpolicy` (chunks, values, indices), cfg.onpolicy_batch_share of every batch comes from it."""
     n_on = round(cfg.batch * cfg.onpolicy_batch_share) if onpolicy is not None else 0
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (
-        1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    start = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=True)
-        model.load_state_dict(state["model"], strict=False)
-        opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
-        start = state["step"]
-        log(f"resumed at step {start}")
+    opt, sched = adamw_cosine(params, cfg.lr, cfg.steps)
+    start = resume(ckpt, model, opt, sched, log)
     gen = torch.Generator().manual_seed(cfg.seed + start)
     t0 = time.time()
     for step in range(start, cfg.steps):
@@ -244,9 +237,7 @@ def train(model: KVLlama, params, data: tuple, col: torch.Tensor, cfg: DraftCfg,
         if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
             trainable = {k: v for k, v in model.state_dict().items() if "parametrizations" in k or "ln" in k
                          or k == "norm"}
-            torch.save({"model": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step + 1}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            save(ckpt, trainable, opt, sched, step + 1)
 
 
 def _pick(data: tuple, n: int, gen: torch.Generator) -> tuple:

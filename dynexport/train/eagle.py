@@ -15,7 +15,6 @@ target's distribution over the draft vocabulary.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 from ..export.eagle_head import EagleHead
 from ..export.llama import KVLlama, causal_mask
+from .optim import adamw_cosine, resume, save
 
 NEG = torch.finfo(torch.float32).min
 
@@ -137,16 +137,8 @@ def chain_acceptance(head: EagleHead, ids: torch.Tensor, feats: torch.Tensor, to
 def train_head(head: EagleHead, data: tuple, cfg: EagleCfg, ckpt: Path, log=print) -> None:
     """AdamW, warm-up + cosine over cfg.steps on (ids [N, L], feats [N, L, H]); checkpoint every 25 steps."""
     params = head.trainable()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (
-        1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    start = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=True)
-        head.load_state_dict(state["model"], strict=False)
-        opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
-        start = state["step"]
-        log(f"resumed at step {start}")
+    opt, sched = adamw_cosine(params, cfg.lr, cfg.steps)
+    start = resume(ckpt, head, opt, sched, log)
     gen = torch.Generator().manual_seed(cfg.seed + start)
     t0 = time.time()
     for step in range(start, cfg.steps):
@@ -163,9 +155,7 @@ def train_head(head: EagleHead, data: tuple, cfg: EagleCfg, ckpt: Path, log=prin
                 + f" {(time.time() - t0) / (step + 1 - start):.2f} s/step")
         if (step + 1) % 25 == 0 or step + 1 == cfg.steps:
             trainable = {k: v for k, v in head.state_dict().items() if k.startswith(("fc.", "layer."))}
-            torch.save({"model": trainable, "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step + 1},
-                       ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            save(ckpt, trainable, opt, sched, step + 1)
 
 
 def load_data(target_dir: Path, draft_work: Path, work: Path, onpolicy_prompts: int, log=print) -> dict:
