@@ -163,9 +163,7 @@ def speculative(
     from . import assets
     from .export.speculative import DEFAULT_DRAFT, export
 
-    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-    if not fmts or any(f not in ("openvino", "onnxruntime") for f in fmts):
-        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {formats!r}")
+    fmts = _formats(formats)
     k = num_draft_tokens if num_draft_tokens == "adaptive" else _int_option("--num-draft-tokens", num_draft_tokens)
     target_dir = assets.smollm2_dir() if target in (None, assets.SMOLLM2_ID) else Path(target)
     m = export(target_dir, draft or DEFAULT_DRAFT, output, weight_format.value, k, overwrite, fmts)
@@ -189,15 +187,20 @@ def eagle(
     from . import assets
     from .export.eagle import DEFAULT_HEAD, export
 
-    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-    if not fmts or any(f not in ("openvino", "onnxruntime") for f in fmts):
-        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {formats!r}")
+    fmts = _formats(formats)
     target_dir = assets.smollm2_dir() if target in (None, assets.SMOLLM2_ID) else Path(target)
     m = export(target_dir, head or DEFAULT_HEAD, output, weight_format.value, overwrite, fmts)
     c = m.defaults.get("head_cost_ratio")
     console.print(f"[green]wrote[/green] {output}: target {m.target.num_layers} layers + EAGLE head "
                   f"({'full' if not m.head.vocab_file else 'truncated'} vocabulary), {m.weight_format}, "
                   + (f"head cost ratio {c:.3f}, " if c else "") + f"max parity error {max(m.parity.values()):.1e}")
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    fmts = tuple(f.strip() for f in value.split(",") if f.strip())
+    if not fmts or any(f not in ("openvino", "onnxruntime") for f in fmts):
+        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {value!r}")
+    return fmts
 
 
 def _tree_option(value: Optional[str]) -> Optional[dict]:
