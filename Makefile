@@ -36,7 +36,7 @@ demo-speculative: $(STAMP)
 	$(BIN)/dynexport generate exported_models/smollm2-speculative "The city council met on Tuesday to discuss" \
 		--max-new-tokens 64 --num-draft-tokens 0
 
-# EAGLE: SmolLM2-135M + the committed trained EAGLE head; a dynamic draft tree, then the target alone
+# EAGLE: SmolLM2-135M + the committed trained EAGLE head; the default chain of 2, then the target alone
 demo-eagle: $(STAMP)
 	$(BIN)/dynexport eagle exported_models/smollm2-eagle --weight-format fp16 --overwrite
 	$(BIN)/dynexport generate exported_models/smollm2-eagle "The city council met on Tuesday to discuss" \

@@ -233,7 +233,8 @@ def generate(
     seed: int = 0,
     num_draft_tokens: Annotated[Optional[str], typer.Option(
         help="k, 0 = target alone, or 'adaptive' (speculative); EAGLE: a chain of k instead of the tree")] = None,
-    tree: Annotated[Optional[str], typer.Option(help="EAGLE tree as depth,topk,max_tokens (default: the manifest's)")] = None,
+    tree: Annotated[Optional[str], typer.Option(
+        help="EAGLE: draft a tree of depth,topk,max_tokens (sized per round) instead of the default chain")] = None,
     backend: Backend = Backend.openvino,
     device: str = "CPU",
 ):

@@ -71,8 +71,8 @@ def configs() -> list[tuple]:
     out += [("eagle", f"chain k={k}", {"num_draft_tokens": k}) for k in CHAINS]
     out += [("eagle", f"tree {d},{t},{n}", {"tree": {"depth": d, "topk": t, "max_tokens": n, "dynamic": False}})
             for d, t, n in TREES]
-    out += [("eagle", "tree dynamic", {})]
-    out += [("eagle_full", "full vocab chain k=3", {"num_draft_tokens": 3}), ("eagle_full", "full vocab tree dynamic", {})]
+    out += [("eagle", "tree dynamic", {"tree": {}})]
+    out += [("eagle_full", "full vocab chain k=3", {"num_draft_tokens": 3}), ("eagle_full", "full vocab tree dynamic", {"tree": {}})]
     out += [("draft", "adaptive", "adaptive"), ("draft", "k=1", 1), ("draft", "k=2", 2), ("genai", "target", 0)]
     return out
 

@@ -125,7 +125,7 @@ def test_greedy_chain_and_tree_equal_the_target(eagle):
     for prompt in PROMPTS:
         ref = eagle.generate(prompt, max_new_tokens=24, num_draft_tokens=0, ignore_eos=True)
         for kw in ({"num_draft_tokens": 1}, {"num_draft_tokens": 4},
-                   {"tree": {"depth": 4, "topk": 3, "max_tokens": 10, "dynamic": False}}, {}):
+                   {"tree": {"depth": 4, "topk": 3, "max_tokens": 10, "dynamic": False}}, {"tree": {}}, {}):
             got = eagle.generate(prompt, max_new_tokens=24, ignore_eos=True, **kw)
             assert got.tokens == ref.tokens, (prompt, kw)
             assert got.stats.target_calls < ref.stats.target_calls or got.stats.accepted == 0

@@ -13,7 +13,8 @@ from dynexport.runtime import load
 pytestmark = pytest.mark.slow
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
            "The city council met on Tuesday to discuss"]
-SETTINGS = [{"num_draft_tokens": 3}, {"tree": {"depth": 4, "topk": 4, "max_tokens": 10, "dynamic": False}}, {}]
+SETTINGS = [{"num_draft_tokens": 3}, {"tree": {"depth": 4, "topk": 4, "max_tokens": 10, "dynamic": False}},
+            {"tree": {}}, {}]  # {"tree": {}}: the dynamic tree; {}: the default chain
 
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])

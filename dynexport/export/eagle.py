@@ -29,7 +29,9 @@ from .speculative import WEIGHT_FORMATS, parity, write_lm, write_tokenizer
 
 DEFAULT_HEAD = Path(__file__).resolve().parents[2] / "heads" / "smollm2-135m-eagle"  # committed
 VERIFY_POSITIONS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
-TREE_DEFAULTS = {"tree_depth": 5, "tree_topk": 8, "tree_max_tokens": 32}
+# generate() without num_draft_tokens / tree runs a chain of 2: the best greedy setting measured on the
+# 2-core machine (benchmarks/eagle.json: 1.15x, where the dynamic tree gave 0.70x); tree=... uses these.
+DEFAULTS = {"num_draft_tokens": 2, "tree_depth": 5, "tree_topk": 8, "tree_max_tokens": 32}
 
 
 def head_source(head_dir: Path, target_dir: Path) -> LMSource:
@@ -110,7 +112,7 @@ def export(target_dir: Path, head_dir: Path, out: Path, weight_format: str = "fp
                   for name, src in tqdm([("target", target), ("head", head)], desc="export graphs")]
         manifest = EagleManifest(
             method="eagle", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(), weight_format=weight_format,
-            tokenizer=tok, target=graphs[0], head=graphs[1], defaults=dict(TREE_DEFAULTS),
+            tokenizer=tok, target=graphs[0], head=graphs[1], defaults=dict(DEFAULTS),
             source={"target": target.info, "head": head.info, "target_sha256": target.sha256,
                     "head_sha256": head.sha256}, versions=library_versions())
         write_manifest(tmp, manifest)

@@ -88,7 +88,8 @@ class EaglePipeline:
                  tree: TreeCfg | dict | None = None, ignore_eos: bool = False,
                  streamer: Callable[[str], None] | None = None) -> GenResult:
         """Generate up to `max_new_tokens` after `prompt`. num_draft_tokens=k: a chain of k (0 = the target
-        alone); otherwise a tree (`tree`, default the manifest's settings)."""
+        alone); tree=TreeCfg or a dict of its fields ({} = the manifest's tree settings); neither: the
+        manifest's default (a chain of 2 from `dynexport eagle`)."""
         cfg = SamplingCfg(do_sample, temperature if do_sample else 1.0, top_k, top_p)
         shape = self._tree_cfg(num_draft_tokens, tree)
         ids = self.encode(prompt)
@@ -220,6 +221,8 @@ class EaglePipeline:
         return int(logits.argmax()) if cfg.greedy else sample(warp(logits, cfg), rng)
 
     def _tree_cfg(self, k: int | None, tree: TreeCfg | dict | None) -> TreeCfg | None:
+        if k is None and tree is None:
+            k = self.manifest.defaults.get("num_draft_tokens")  # the export's default: a chain
         if k is not None:
             if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 16:
                 raise InputError(f"num_draft_tokens must be an integer in 0..16, got {k!r}")
