@@ -123,12 +123,8 @@ def load_head(path: Path, cfg: LlamaCfg, target_sd: dict[str, torch.Tensor], tar
     if not (path / "eagle.json").is_file() or not (path / "eagle.safetensors").is_file():
         raise AssetError(f"{path} is not an EAGLE head dir (eagle.json + eagle.safetensors; "
                          "train one with scripts/train_eagle.py)")
-    spec = json.loads((path / "eagle.json").read_text())
-    if spec.get("format") != HEAD_FORMAT or spec.get("version") != HEAD_VERSION:
-        raise AssetError(f"{path}/eagle.json is not a {HEAD_FORMAT} v{HEAD_VERSION} file")
-    if spec["target_sha256"] != target_sha:
-        raise AssetError(f"EAGLE head {path} was trained for another target (sha256 {spec['target_sha256'][:12]}…, "
-                         f"this target is {target_sha[:12]}…)")
+    from .lm_sources import read_spec
+    spec = read_spec(path / "eagle.json", HEAD_FORMAT, HEAD_VERSION, target_sha, f"EAGLE head {path}")
     t = load_file(str(path / "eagle.safetensors"))
     embed = target_sd["model.embed_tokens.weight"]
     head = target_sd.get("lm_head.weight", embed)[t["vocab_ids"]]

@@ -73,15 +73,22 @@ def draft_source(path: Path, target_dir: Path) -> LMSource:
                     {"kind": "checkpoint", "path": str(path), "layers": n})
 
 
+def read_spec(file: Path, fmt: str, version: int, target_sha: str, what: str) -> dict:
+    """A trained add-on's JSON spec (draft delta, EAGLE head): right format and version, and trained for
+    this target (its sha256), else AssetError."""
+    spec = json.loads(file.read_text())
+    if spec.get("format") != fmt or spec.get("version") != version:
+        raise AssetError(f"{file} is not a {fmt} v{version} file")
+    if spec["target_sha256"] != target_sha:
+        raise AssetError(f"{what} was trained for another target (sha256 {spec['target_sha256'][:12]}…, "
+                         f"this target is {target_sha[:12]}…)")
+    return spec
+
+
 def apply_draft_delta(path: Path, cfg: LlamaCfg, target_sd: dict, target_sha: str, target_dir: Path) -> LMSource:
     from safetensors.torch import load_file
 
-    spec = json.loads((path / "draft.json").read_text())
-    if spec.get("format") != DRAFT_FORMAT or spec.get("version") != DRAFT_VERSION:
-        raise AssetError(f"{path}/draft.json is not a {DRAFT_FORMAT} v{DRAFT_VERSION} file")
-    if spec["target_sha256"] != target_sha:
-        raise AssetError(f"draft {path} was trained for another target (sha256 {spec['target_sha256'][:12]}…, "
-                         f"this target is {target_sha[:12]}…)")
+    spec = read_spec(path / "draft.json", DRAFT_FORMAT, DRAFT_VERSION, target_sha, f"draft {path}")
     delta = load_file(str(path / "draft.safetensors"))
     vocab = delta.get("vocab_ids")
     module = KVLlama(cfg, target_sd, spec["layers"], vocab_ids=vocab).eval()

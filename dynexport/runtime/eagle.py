@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 from ..errors import InputError
 from ..manifest import EagleManifest
 from .kv import LMSession
-from .sampling import SamplingCfg, recursive_reject, sample, softmax, warp
+from .sampling import SamplingCfg, pick, recursive_reject, sample, softmax, warp
 from .speculative import GenResult, GenStats, _Output, check_request, encode_prompt
 
 
@@ -100,14 +100,14 @@ class EaglePipeline:
         self.target.reset(), self.head.reset()
         res = self.target.run(ids)  # logits [P, V], hidden [P, H]
         self.target.commit(len(ids))
-        x = self._pick(res["logits"][-1], cfg, rng)
+        x = pick(res["logits"][-1], cfg, rng)
         stats.ttft_s = time.perf_counter() - t0
         last = self._update_head(ids[1:] + [x], res["hidden"]) if shape else None
         while not out.push([x], self.eos, max_new_tokens, ignore_eos):
             if shape is None:  # the target alone
                 res = self.target.run([x])
                 self.target.commit(1)
-                x = self._pick(res["logits"][-1], cfg, rng)
+                x = pick(res["logits"][-1], cfg, rng)
                 continue
             new, last = self._round(x, last, shape, cfg, rng, stats)
             if out.push(new[:-1], self.eos, max_new_tokens, ignore_eos):
@@ -215,10 +215,6 @@ class EaglePipeline:
         res = self.head.run(tokens, hidden=feats[None].astype(np.float32))
         self.head.commit(len(tokens))
         return {"logits": res["logits"][-1], "hidden_out": res["hidden_out"][-1]}
-
-    @staticmethod
-    def _pick(logits: np.ndarray, cfg: SamplingCfg, rng) -> int:
-        return int(logits.argmax()) if cfg.greedy else sample(warp(logits, cfg), rng)
 
     def _tree_cfg(self, k: int | None, tree: TreeCfg | dict | None) -> TreeCfg | None:
         if k is None and tree is None:

@@ -73,6 +73,11 @@ def sample(p: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(c, rng.random() * c[-1], side="right"), len(p) - 1))
 
 
+def pick(logits: np.ndarray, cfg: SamplingCfg, rng: np.random.Generator) -> int:
+    """The next token from logits [V]: the argmax when greedy, else a sample of the warped distribution."""
+    return int(logits.argmax()) if cfg.greedy else sample(warp(logits, cfg), rng)
+
+
 def accept_or_resample(p: np.ndarray, q: np.ndarray, token: int, rng: np.random.Generator) -> tuple[bool, int]:
     """The speculative rejection rule for one drafted `token` ~ q against target p (both [V]).
 

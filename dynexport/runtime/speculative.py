@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..manifest import SpeculativeManifest
 from .kv import LMSession
 from .policies import AdaptiveDraft, FixedDraft
-from .sampling import SamplingCfg, accept_or_resample, sample, warp
+from .sampling import SamplingCfg, accept_or_resample, pick, sample, warp
 
 
 @dataclass
@@ -107,7 +107,7 @@ class SpeculativePipeline:
         self.target.reset(), self.draft.reset()
         logits = self.target.forward(ids)[-1]  # [V]
         self.target.commit(len(ids))
-        x = int(logits.argmax()) if cfg.greedy else sample(warp(logits, cfg), rng)
+        x = pick(logits, cfg, rng)
         stats.ttft_s = time.perf_counter() - t0
         draft_pending = list(ids)  # tokens the draft has not seen yet
         while True:
@@ -118,7 +118,7 @@ class SpeculativePipeline:
             if k == 0:
                 logits = self.target.forward([x])[-1]  # [V]
                 self.target.commit(1)
-                x = int(logits.argmax()) if cfg.greedy else sample(warp(logits, cfg), rng)
+                x = pick(logits, cfg, rng)
                 continue
             new, draft_pending = self._round(x, draft_pending, k, cfg, rng, stats)
             policy.update(k, len(new) - 1)
