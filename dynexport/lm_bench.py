@@ -89,19 +89,35 @@ def genai(pipe, prompt: str, n: int, k, sample: bool, seed: int) -> dict:
 
 
 def verify_cost_curve(pipe, n_max: int = 16, repeats: int = 7) -> list[dict]:
-    """Median time of one target call over n = 1..n_max new positions after a 64-token context."""
-    t = pipe.target
+    """Median time of one target call over n = 1..n_max new positions after a 32-token context."""
+    from .runtime.kv import median_call_ms, prime
+    prime(pipe.target)
+    return [{"n": n, "ms": median_call_ms(pipe.target, n, repeats)} for n in range(1, n_max + 1)]
+
+
+def optimum_cost_curve(model_dir: Path, ns=(1, 2, 3, 4, 5, 6, 8, 12, 16), repeats: int = 10) -> list[dict]:
+    """The same call-time curve on optimum-intel's stateful export of the target (openvino_model.xml, run
+    with plain OpenVINO and the same CPU config as ours): whether a jump in the curve is the graph's or
+    the OpenVINO CPU plugin's. One call appends n tokens after a 32-token prompt (the cache grows)."""
+    import numpy as np
+    import openvino as ov
+
+    from .runtime.kv import CPU_EXACT
+    request = ov.Core().compile_model(str(model_dir / "openvino_model.xml"), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", **CPU_EXACT}).create_infer_request()
     out = []
-    for n in range(1, n_max + 1):
-        ts = []
-        for _ in range(repeats):
-            t.reset()
-            t.forward(list(range(100, 164))), t.commit(64)
+    for n in ns:
+        request.reset_state()
+        length, ts = 0, []
+        for i in range(repeats + 4):
+            step = 32 if i == 0 else n
+            feed = {"input_ids": np.arange(100, 100 + step)[None], "attention_mask": np.ones((1, length + step), np.int64),
+                    "position_ids": np.arange(length, length + step)[None], "beam_idx": np.zeros(1, np.int32)}
             t0 = time.perf_counter()
-            t.forward(list(range(200, 200 + n)))
+            request.infer(feed)
             ts.append(time.perf_counter() - t0)
-            t.commit(n)
-        out.append({"n": n, "ms": 1e3 * statistics.median(ts)})
+            length += step
+        out.append({"n": n, "ms": 1e3 * statistics.median(ts[4:])})
     return out
 
 
@@ -144,3 +160,17 @@ def acceptance_by_depth(runs: list[dict], depth: int) -> list[float]:
     """P(a round accepts at least d drafts), d = 1..depth, over all rounds of the runs."""
     lengths = [n for r in runs for n in r.get("accepted_lengths", [])]
     return [sum(n >= d for n in lengths) / len(lengths) for d in range(1, depth + 1)] if lengths else []
+
+
+def measure_precisions(args, prompts: list[dict], measure: Callable, summarize: Callable, root: Path) -> dict:
+    """measure(precision, args, prompts) for each of args.precisions in turn; after each, args.out is
+    rewritten with the environment, the runs so far and summarize(runs) (a cut-short run keeps its data)."""
+    from .bench import environment, write_json
+    env, runs = environment(root), []
+    for precision in args.precisions:
+        print(f"measuring {precision} ...", flush=True)
+        runs.append(measure(precision, args, prompts))
+        payload = {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "prompts": prompts, "runs": runs,
+                   "summary": summarize(runs)}
+        write_json(args.out, payload)
+    return payload

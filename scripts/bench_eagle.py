@@ -11,7 +11,9 @@ interleaved prompt by prompt, EOS ignored, greedy and T = 0.7), on one machine i
 - openvino_genai.LLMPipeline target alone (optimum-cli export of the same target).
 Per configuration: tok/s, TTFT, TPOT, mean accepted length τ (tokens per target call), acceptance by
 depth, head calls per round; per precision the target's measured call time for n = 1..64 positions
-and the head's cost ratio c, with the speed-up they predict from τ beside the measured one.
+(and, for comparison, that of optimum-intel's export of the same target) and the head's cost ratio c,
+with the speed-up they predict from τ beside the measured one, and the chain speed-up the measured
+costs allow at each per-depth acceptance α (`chain_ceiling`: the α a head would need for 2.5x here).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import argparse
 import json
 from pathlib import Path
 
-from dynexport.bench import environment, write_json
 from dynexport.lm_bench import (GENAI_CFG, OUT_ROOT, acceptance_by_depth, aggregate, ensure_genai, ensure_speculative,
-                                genai, interleaved, ours, verify_cost_curve)
+                                genai, interleaved, measure_precisions, optimum_cost_curve, ours,
+                                verify_cost_curve)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAINS = (1, 2, 3, 4, 6)
@@ -106,8 +108,10 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
     curve = verify_cost_curve(eagle, n_max=64, repeats=5)
     run = {"precision": precision, "head_cost_ratio": float(eagle.manifest.defaults["head_cost_ratio"]),
            "full_vocab_head_cost_ratio": float(eagle_full.manifest.defaults["head_cost_ratio"]),
-           "export_verify_ms": eagle.manifest.verify_ms, "verify_cost_ms": curve, "results": results}
+           "export_verify_ms": eagle.manifest.verify_ms, "verify_cost_ms": curve,
+           "optimum_export_cost_ms": optimum_cost_curve(ensure_genai(args.draft, precision)[0]), "results": results}
     add_theory(run)
+    run["chain_ceiling"] = chain_ceiling(run)
     return run
 
 
@@ -127,6 +131,27 @@ def add_theory(run: dict) -> None:
                 cost = run["full_vocab_head_cost_ratio"] if key.startswith("eagle_full/") else c
                 v["theoretical_speedup"] = v["mean_accepted_length"] / (verify + calls * cost)
                 v["measured_speedup"] = v["tok_per_s"] / base
+
+
+def chain_ceiling(run: dict, k_max: int = 8) -> dict:
+    """What this machine allows a chain head: with per-depth acceptance α (each drafted token accepted
+    with probability α given its prefix was), a chain of k gives τ = (1 − α^(k+1)) / (1 − α) tokens per
+    round at cost verify(k+1)/verify(1) + k·c target calls; the best k per α from the measured costs,
+    the α needed for 2.5x, and the α this head measures (greedy chain k=1's acceptance)."""
+    import numpy as np
+    ns = np.array([r["n"] for r in run["verify_cost_ms"]], float)
+    ms = np.array([r["ms"] for r in run["verify_cost_ms"]], float)
+    c = run["head_cost_ratio"]
+
+    def best(alpha: float) -> tuple[float, int]:
+        return max(((1 - alpha ** (k + 1)) / (1 - alpha) / (np.interp(k + 1, ns, ms) / ms[0] + k * c), k)
+                   for k in range(1, k_max + 1))
+    grid = [round(float(a), 2) for a in np.arange(0.05, 0.96, 0.05)]
+    curve = [{"alpha": a, "speedup": round(float(best(a)[0]), 3), "k": best(a)[1]} for a in grid]
+    needed = next((r["alpha"] for r in curve if r["speedup"] >= 2.5), None)
+    measured = run["results"]["greedy"].get("eagle/chain k=1", {}).get("acceptance_rate")
+    return {"curve": curve, "alpha_for_2.5x": needed, "alpha_measured": measured,
+            "speedup_at_measured_alpha": round(float(best(measured)[0]), 3) if measured else None}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -149,6 +174,8 @@ def summarize(runs: list[dict]) -> dict:
             "setting": key.split("/", 1)[1], "precision": run["precision"], "mode": "greedy", "backend": "openvino",
             "tok_per_s": tok_s, "target_tok_per_s": g["eagle/target"]["tok_per_s"], "draft_model_best": draft_best[1],
             "acceptance_by_depth": g[key]["acceptance_by_depth"], "head_cost_ratio": run["head_cost_ratio"],
+            "chain_alpha_measured": run["chain_ceiling"]["alpha_measured"],
+            "chain_alpha_for_2.5x": run["chain_ceiling"]["alpha_for_2.5x"],
             "targets": {"speedup_vs_target": 2.5, "tau": 3.0, "speedup_vs_draft_model": 1.0}}
 
 
@@ -156,7 +183,7 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.8))
     for run in runs:
         for ax, mode in zip(axes[:2], ("greedy", "sample_t0.7")):
             g = run["results"][mode]
@@ -165,9 +192,22 @@ def plot(runs: list[dict], path: Path) -> None:
             ax.set(title=f"{mode}: tokens / s (64 new tokens, held-out prompts)", xlabel="tokens / s")
         axes[2].plot([r["n"] for r in run["verify_cost_ms"]], [r["ms"] for r in run["verify_cost_ms"]], "o-",
                      label=f"target call, {run['precision']}")
+        axes[2].plot([r["n"] for r in run["optimum_export_cost_ms"]], [r["ms"] for r in run["optimum_export_cost_ms"]],
+                     "x--", label=f"optimum-intel export of the target, {run['precision']}")
+        ceil = run["chain_ceiling"]
+        line, = axes[3].plot([r["alpha"] for r in ceil["curve"]], [r["speedup"] for r in ceil["curve"]], "-",
+                             label=f"best chain predicted, {run['precision']}")
+        if ceil["alpha_measured"]:
+            g = run["results"]["greedy"]
+            axes[3].plot([ceil["alpha_measured"]], [g["eagle/chain k=1"]["measured_speedup"]], "*", ms=14,
+                         color=line.get_color(), label=f"this head, chain k=1 measured, {run['precision']}")
     axes[2].set(title="target call time vs positions verified", xlabel="positions in one call", ylabel="ms")
-    axes[2].grid(alpha=0.3)
-    axes[2].legend()
+    axes[3].axhline(2.5, ls=":", c="gray")
+    axes[3].set(title="chain speed-up the measured costs allow", xlabel="per-depth acceptance α",
+                ylabel="speed-up vs target alone (x)")
+    for ax in axes[2:]:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -183,14 +223,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "eagle.json")
     args = ap.parse_args()
     prompts = bench_prompts(args.prompts // 2, args.prompts - args.prompts // 2)
-    env, runs = environment(ROOT), []
-    for precision in args.precisions:
-        print(f"measuring {precision} ...", flush=True)
-        runs.append(measure(precision, args, prompts))
-        payload = {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "prompts": prompts, "runs": runs,
-                   "summary": summarize(runs)}
-        write_json(args.out, payload)
-    plot(runs, args.out.with_suffix(".png"))
+    payload = measure_precisions(args, prompts, measure, summarize, ROOT)
+    plot(payload["runs"], args.out.with_suffix(".png"))
     s = payload["summary"]
     print(f"best: {s['setting']} {s['precision']}: {s['speedup_vs_target']:.2f}x vs target alone (tau {s['tau']:.2f}), "
           f"{s['speedup_vs_draft_model']:.2f}x vs the separate draft ({s['draft_model_best']}), "

@@ -22,9 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynexport.bench import environment, write_json
-from dynexport.lm_bench import (GENAI_CFG, aggregate, ensure_genai, ensure_speculative, genai, interleaved, ours,
-                                verify_cost_curve)
+from dynexport.lm_bench import (GENAI_CFG, aggregate, ensure_genai, ensure_speculative, genai, interleaved,
+                                measure_precisions, ours, verify_cost_curve)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,11 +60,13 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
             results[mode]["genai_target_text_identical"] = sum(
                 pipe.tokenizer.decode(a["ids"]) == b["text"] for a, b in zip(ref, per["genai/target"])) / len(ref)
     c = float(pipe.manifest.defaults["draft_cost_ratio"])
-    return {"precision": precision, "artifact": art.name, "draft_cost_ratio": c,
+    run = {"precision": precision, "artifact": art.name, "draft_cost_ratio": c,
             "verify_slope": pipe.manifest.defaults.get("verify_slope"),
             "genai_draft_note": "genai's draft is the same layers and weights with the full-vocabulary head "
                                 "(it cannot take a truncated vocabulary)",
             "verify_cost_ms": verify_cost_curve(pipe), "results": results}
+    add_theory(run)
+    return run
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -155,17 +156,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speculative.json")
     args = ap.parse_args()
     prompts = bench_prompts(args.prompts // 2, args.prompts - args.prompts // 2)
-    env = environment(ROOT)
-    runs = []
-    for precision in args.precisions:
-        print(f"measuring {precision} ...", flush=True)
-        run = measure(precision, args, prompts)
-        add_theory(run)
-        runs.append(run)
-        payload = {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "prompts": prompts, "runs": runs,
-                   "summary": summarize(runs)}
-        write_json(args.out, payload)
-    plot(runs, args.out.with_suffix(".png"))
+    payload = measure_precisions(args, prompts, measure, summarize, ROOT)
+    plot(payload["runs"], args.out.with_suffix(".png"))
     s = payload["summary"]
     print(f"best: {s['setting']} {s['precision']}: {s['speedup_vs_target']:.2f}x vs target alone, "
           f"{s['speedup_vs_genai_speculative']:.2f}x vs genai speculative, {s['speedup_vs_genai_target']:.2f}x vs "

@@ -33,6 +33,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=EagleCfg.steps)
     ap.add_argument("--batch", type=int, default=EagleCfg.batch)
     ap.add_argument("--lr", type=float, default=EagleCfg.lr)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="warm start from this head dir (its layer, fc and draft vocabulary); a new cosine schedule")
+    ap.add_argument("--eval-every", type=int, default=EagleCfg.eval_every)
     ap.add_argument("--onpolicy-prompts", type=int, default=320)
     ap.add_argument("--data-only", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
@@ -40,21 +43,23 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = EagleCfg(vocab_size=args.vocab_size, depth=args.depth, steps=args.steps, batch=args.batch, lr=args.lr)
+    cfg = EagleCfg(vocab_size=args.vocab_size, depth=args.depth, steps=args.steps, batch=args.batch, lr=args.lr,
+                    eval_every=args.eval_every)
     work = args.work or cache_dir() / "eagle-work"
     t0 = time.time()
     log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)  # noqa: E731
     data = load_data(smollm2_dir(), cache_dir() / "draft-work" / DRAFT_DATA, work / "features", args.onpolicy_prompts, log)
     if args.data_only:
         return
-    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}"
+    init = f"-init-{args.init.name}" if args.init else ""
+    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}{init}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = train_and_save(data, cfg, run_dir, args.out, log)
+    summary = train_and_save(data, cfg, run_dir, args.out, log, args.init)
     print(json.dumps(summary, indent=1))
 
 
-def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log) -> dict:
-    from dynexport.export.eagle_head import init_head, save_head
+def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log, init: Path | None = None) -> dict:
+    from dynexport.export.eagle_head import init_head, load_head, save_head
     from dynexport.train.draft import choose_vocab, vocab_coverage
     lcfg, sd, sha, n = data["target"]
     ids, feats, top1 = data["real"]
@@ -63,9 +68,15 @@ def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log) -> 
     train_ids = torch.cat([ids[cfg.eval_chunks:], on_ids[16:]])
     train_feats = torch.cat([feats[cfg.eval_chunks:], on_feats[16:]])
     train_top1 = torch.cat([top1[cfg.eval_chunks:], on_top1[16:]])
-    vocab_ids = (torch.arange(lcfg_vocab(sd)) if cfg.vocab_size == 0
-                 else choose_vocab(train_top1, cfg.vocab_size, [2]))  # 2 = <|im_end|>, the eos
-    head = init_head(lcfg, sd, vocab_ids, n)
+    if init:  # warm start: the earlier head's weights and vocabulary; its training record is kept
+        head, spec = load_head(init, lcfg, sd, sha)
+        vocab_ids, earlier = spec["vocab_ids"], spec["training"]
+        if cfg.vocab_size not in (0, len(vocab_ids)) or (cfg.vocab_size == 0 and len(vocab_ids) != lcfg_vocab(sd)):
+            raise SystemExit(f"--init {init} has a {len(vocab_ids)}-token draft vocabulary, not --vocab-size {cfg.vocab_size}")
+    else:
+        vocab_ids = (torch.arange(lcfg_vocab(sd)) if cfg.vocab_size == 0
+                     else choose_vocab(train_top1, cfg.vocab_size, [2]))  # 2 = <|im_end|>, the eos
+        head, earlier = init_head(lcfg, sd, vocab_ids, n), None
 
     def evaluate() -> dict:
         return {"real": chain_acceptance(head, ids[ev], feats[ev], top1[ev], vocab_ids, 5),
@@ -74,11 +85,11 @@ def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log) -> 
     coverage = vocab_coverage(train_top1, vocab_ids)
     before = evaluate()
     log(f"vocab {len(vocab_ids)} covers {coverage:.4f} of target top-1; before training {before}")
-    train_head(head, (train_ids, train_feats), cfg, run_dir / "train.pt", log)
+    train_head(head.train(), (train_ids, train_feats), cfg, run_dir / "train.pt", log, evaluate)
     after = evaluate()
     log(f"after training {after}")
     summary = {"cfg": asdict(cfg), "train_chunks": len(train_ids), "vocab_coverage": coverage,
-               "before": before, "after": after}
+               "before": before, "after": after} | ({"warm_start": earlier} if earlier else {})
     save_head(head, vocab_ids, sha, summary, out)
     return summary
 

@@ -13,7 +13,6 @@ runtime sizes each draft tree.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,33 +62,15 @@ def head_parity(head: EagleHead, session, ids: list[int]) -> float:
     return float(max(np.abs(got_logits - ref_logits[0].numpy()).max(), np.abs(got_feat - ref_feat[0].numpy()).max()))
 
 
-def _median_ms(fn, reps: int) -> float:
-    ts = []
-    for _ in range(reps + 3):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(ts[3:]))
-
-
 def measure_costs(root: Path, manifest: EagleManifest, reps: int = 10) -> tuple[dict[str, float], float]:
     """Target call time (ms) for n positions after a 32-token prompt, n in VERIFY_POSITIONS, and the
     head's one-token call time relative to the target's (c)."""
-    from ..runtime.kv import LMSession
+    from ..runtime.kv import LMSession, median_call_ms, prime
     target, head = LMSession(root, manifest.target, "openvino"), LMSession(root, manifest.head, "openvino")
-    for s in (target, head):
-        s.reset()
-    target.forward(list(range(10, 42))), target.commit(32)
     hid = np.zeros((1, 32, _hidden(manifest)), np.float32)
-    head.run(list(range(10, 42)), hidden=hid), head.commit(32)
-
-    def call(s, n, **extra):
-        def f():
-            s.run([100 + j for j in range(n)], **extra)
-            s.commit(0)
-        return f
-    curve = {str(n): round(_median_ms(call(target, n), reps), 3) for n in VERIFY_POSITIONS}
-    head_ms = _median_ms(call(head, 1, hidden=hid[:, :1]), reps)
+    prime(target), prime(head, hidden=hid)
+    curve = {str(n): round(median_call_ms(target, n, reps), 3) for n in VERIFY_POSITIONS}
+    head_ms = median_call_ms(head, 1, reps, hidden=hid[:, :1])
     return curve, round(head_ms / curve["1"], 4)
 
 

@@ -95,29 +95,15 @@ def parity(src: LMSource, session, prompt_ids: list[int]) -> float:
     return float(np.abs(got - ref).max())
 
 
-def _median_call_s(session, n: int, steps: int) -> float:
-    """Median time of a call appending n tokens after a 32-token prompt (masked after each call)."""
-    import time
-    session.reset()
-    session.forward(list(range(10, 42)))
-    session.commit(32)
-    ts = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        session.forward([100 + i + j for j in range(n)])
-        ts.append(time.perf_counter() - t0)
-        session.commit(0)
-    return float(np.median(ts[4:]))
-
-
-def measure_costs(root: Path, manifest: SpeculativeManifest, steps: int = 24) -> dict[str, float]:
+def measure_costs(root: Path, manifest: SpeculativeManifest, steps: int = 20) -> dict[str, float]:
     """Draft / target time of a one-token call (c), and the target's extra time per verified token
     relative to a one-token call (verify slope, from a 5-token call): the adaptive policy's cost model."""
-    from ..runtime.kv import LMSession
+    from ..runtime.kv import LMSession, median_call_ms, prime
 
     target, draft = (LMSession(root, spec, "openvino") for spec in (manifest.target, manifest.draft))
-    t1, d1 = _median_call_s(target, 1, steps), _median_call_s(draft, 1, steps)
-    t5 = _median_call_s(target, 5, steps)
+    prime(target), prime(draft)
+    t1, d1 = median_call_ms(target, 1, steps), median_call_ms(draft, 1, steps)
+    t5 = median_call_ms(target, 5, steps)
     return {"draft_cost_ratio": round(d1 / t1, 4), "verify_slope": round(max(t5 / t1 - 1, 0) / 4, 4)}
 
 

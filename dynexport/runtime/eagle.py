@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..manifest import EagleManifest
 from .kv import LMSession
 from .sampling import SamplingCfg, pick, recursive_reject, sample, softmax, warp
-from .speculative import GenResult, GenStats, _Output, check_request, encode_prompt
+from .speculative import GenResult, GenStats, _Output, check_request, encode_prompt, finish
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,7 @@ class EaglePipeline:
             if out.push(new[:-1], self.eos, max_new_tokens, ignore_eos):
                 break
             x = new[-1]
-        stats.total_s = time.perf_counter() - t0
-        stats.new_tokens = len(out.tokens)
-        stats.target_calls, stats.draft_calls = self.target.calls, self.head.calls
-        self.target.calls = self.head.calls = 0
-        return GenResult(out.text(), out.tokens, stats)
+        return finish(out, stats, t0, self.target, self.head)
 
     def _round(self, x: int, last: dict, shape: TreeCfg, cfg: SamplingCfg, rng, stats: GenStats):
         """Draft a tree after x, verify it, accept a path. Returns (accepted tokens + next token, head's last row)."""

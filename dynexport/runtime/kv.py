@@ -14,6 +14,7 @@ return the cache explicitly (kept here as numpy arrays). Both are driven the sam
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,22 @@ def tree_ancestry(parents: list[int] | None, t: int) -> tuple[np.ndarray, np.nda
             anc[i] |= anc[p]
             depth[i] = depth[p] + 1
     return anc, depth
+
+
+def prime(session, **extra) -> None:
+    """Reset the session and commit a 32-token prompt (the state every cost measurement starts from)."""
+    session.reset()
+    session.run(list(range(10, 42)), **extra)
+    session.commit(32)
+
+
+def median_call_ms(session, n: int, reps: int, **extra) -> float:
+    """Median ms of a call appending n tokens after the committed prefix (masked out after each call;
+    3 warm-up calls dropped). `extra`: further graph inputs (the EAGLE head's features)."""
+    ts = []
+    for _ in range(reps + 3):
+        t0 = time.perf_counter()
+        session.run([100 + j for j in range(n)], **extra)
+        ts.append(time.perf_counter() - t0)
+        session.commit(0)
+    return 1e3 * float(np.median(ts[3:]))

@@ -126,11 +126,7 @@ class SpeculativePipeline:
             if done:
                 break
             x = new[-1]
-        stats.total_s = time.perf_counter() - t0
-        stats.new_tokens = len(out.tokens)
-        stats.target_calls, stats.draft_calls = self.target.calls, self.draft.calls
-        self.target.calls = self.draft.calls = 0
-        return GenResult(out.text(), out.tokens, stats)
+        return finish(out, stats, t0, self.target, self.draft)
 
     def _round(self, x: int, pending: list[int], k: int, cfg: SamplingCfg, rng, stats: GenStats):
         """Draft k tokens after x, verify, accept. Returns (accepted drafts + next token, draft pending)."""
@@ -215,6 +211,15 @@ def check_request(prompt_tokens: int, max_new_tokens, limit: int | None) -> None
     if limit is not None and prompt_tokens + max_new_tokens > limit:
         raise InputError(f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
                          f"context of {limit} tokens; shorten the prompt or generate fewer tokens")
+
+
+def finish(out: "_Output", stats: GenStats, t0: float, target: LMSession, draft: LMSession) -> GenResult:
+    """Close one generate() call: wall time, tokens, graph calls (the sessions' counters restart)."""
+    stats.total_s = time.perf_counter() - t0
+    stats.new_tokens = len(out.tokens)
+    stats.target_calls, stats.draft_calls = target.calls, draft.calls
+    target.calls = draft.calls = 0
+    return GenResult(out.text(), out.tokens, stats)
 
 
 class _Output:

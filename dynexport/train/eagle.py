@@ -39,6 +39,7 @@ class EagleCfg:
     seq_len: int = 256
     lr: float = 1e-3
     eval_chunks: int = 48  # real chunks held out (the draft's eval split), plus on-policy shard 0
+    eval_every: int = 0  # log held-out acceptance every this many steps (0 = only before/after)
     seed: int = 0
 
 
@@ -134,8 +135,9 @@ def chain_acceptance(head: EagleHead, ids: torch.Tensor, feats: torch.Tensor, to
             "top1_agreement": round(float(rate[0]), 4)}
 
 
-def train_head(head: EagleHead, data: tuple, cfg: EagleCfg, ckpt: Path, log=print) -> None:
-    """AdamW, warm-up + cosine over cfg.steps on (ids [N, L], feats [N, L, H]); checkpoint every 25 steps."""
+def train_head(head: EagleHead, data: tuple, cfg: EagleCfg, ckpt: Path, log=print, evaluate=None) -> None:
+    """AdamW, warm-up + cosine over cfg.steps on (ids [N, L], feats [N, L, H]); checkpoint every 25 steps;
+    every cfg.eval_every steps, log `evaluate()` (held-out acceptance)."""
     params = head.trainable()
     opt, sched = adamw_cosine(params, cfg.lr, cfg.steps)
     start = resume(ckpt, head, opt, sched, log)
@@ -156,6 +158,10 @@ def train_head(head: EagleHead, data: tuple, cfg: EagleCfg, ckpt: Path, log=prin
         if (step + 1) % 25 == 0 or step + 1 == cfg.steps:
             trainable = {k: v for k, v in head.state_dict().items() if k.startswith(("fc.", "layer."))}
             save(ckpt, trainable, opt, sched, step + 1)
+        if evaluate and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            head.eval()
+            log(f"step {step + 1} held out: {evaluate()}")
+            head.train()
 
 
 def load_data(target_dir: Path, draft_work: Path, work: Path, onpolicy_prompts: int, log=print) -> dict:
