@@ -133,6 +133,24 @@ def test_greedy_chain_and_tree_equal_the_target(eagle):
     assert accepted > 50
 
 
+def test_dynamic_tree_deepens_only_when_it_pays(tiny_eagle):
+    """The dynamic tree's depth follows the cost model: a head call priced far above a target call never
+    deepens (one head call a round: the update), a free one deepens (more head calls, bigger trees);
+    output stays the target's either way."""
+    from dynexport.runtime import load
+    pipe = load(tiny_eagle["artifact"], "openvino")
+    ref = pipe.generate("the cat sat", max_new_tokens=30, num_draft_tokens=0, ignore_eos=True)
+    per_round = {}
+    for head_ms in (1e6, 0.0):
+        pipe._head_ms = head_ms
+        got = pipe.generate("the cat sat", max_new_tokens=30, tree={"depth": 4, "topk": 3}, ignore_eos=True)
+        assert got.tokens == ref.tokens
+        rounds = len(got.stats.draft_lengths)
+        per_round[head_ms] = (got.stats.draft_calls - 1) / rounds  # −1: the prompt's head update
+    assert per_round[1e6] == 1.0
+    assert per_round[0.0] > 1.5
+
+
 def test_long_generation_compacts_caches(tiny_eagle):
     """Many rounds (masked draft-tree slots pile up in the head cache and get compacted) stay exact."""
     from dynexport.runtime import load

@@ -7,10 +7,13 @@ draft distribution of x_{m+1}. One round:
     draft   : grow a tree by the draft's confidence (EAGLE-2): the children of a node are the top-k
               tokens of its draft distribution, a node's score is the product of the draft
               probabilities on its path; per depth the `topk` best new nodes are expanded by one head
-              call (inputs: each node's token and its parent's f̂, attending to its ancestors)
+              call (inputs: each node's token and its parent's f̂, attending to its ancestors).
+              Dynamic trees stop deepening when even an optimistic next depth (each expanded node's
+              best child as likely as the node itself) cannot raise the expected tokens per ms
     size    : keep the n best-scored nodes (ancestor-closed), n ≤ max_tokens chosen to maximise
-              (1 + Σ scores) / (target_ms(n + 1) + depth · head_ms): expected tokens per round over
-              its time, from the target's measured call times and the head's cost ratio (manifest)
+              (1 + Σ scores) / (target_ms(n + 1) + head calls' ms): expected tokens per round over
+              its time, from the target's measured call times and the head's cost ratio c (manifest;
+              a head call on m tokens is taken to cost c · target_ms(m))
     verify  : target([x, tree]) with the tree's attention mask → logits and features, one call
     accept  : greedy: follow the child equal to the target's argmax; sampling: recursive rejection
               over the node's children in score order — child c is accepted with probability p(c),
@@ -117,8 +120,8 @@ class EaglePipeline:
 
     def _round(self, x: int, last: dict, shape: TreeCfg, cfg: SamplingCfg, rng, stats: GenStats):
         """Draft a tree after x, verify it, accept a path. Returns (accepted tokens + next token, head's last row)."""
-        nodes = self._draft_tree(last, shape)
-        nodes = self._select(nodes, shape)
+        nodes, head_ms = self._draft_tree(last, shape)
+        nodes = self._select(nodes, shape, head_ms)
         parents = [-1] + [0 if n.parent < 0 else n.parent + 1 for n in nodes]  # verify rows: x, then nodes
         res = self.target.run([x, *(n.token for n in nodes)], parents)  # logits [1+N, V], hidden [1+N, H]
         path, tok = self._accept(nodes, res["logits"], cfg, rng)
@@ -130,12 +133,17 @@ class EaglePipeline:
         stats.accepted_lengths.append(len(path))
         return [*accepted, tok], self._update_head([*accepted, tok], res["hidden"][rows])
 
-    def _draft_tree(self, last: dict, shape: TreeCfg) -> list[_Node]:
-        """All candidate nodes, breadth-first; per depth the `topk` best new nodes are expanded."""
+    def _draft_tree(self, last: dict, shape: TreeCfg) -> tuple[list[_Node], float]:
+        """All candidate nodes, breadth-first; per depth the `topk` best new nodes are expanded.
+        Returns (nodes, the modelled ms of this round's head calls)."""
         nodes = self._children(-1, 1, 1.0, last["logits"], last["hidden_out"], shape.topk)
-        frontier = list(range(len(nodes)))
+        frontier, spent = list(range(len(nodes))), 0.0
         for depth in range(2, shape.depth + 1):
             expand = sorted(frontier, key=lambda i: -nodes[i].score)[: shape.topk]
+            call_ms = self._head_ms * float(self.target_ms(len(expand)) / self.target_ms(1))
+            if shape.dynamic and not self._worth_deepening(nodes, expand, spent, call_ms, shape.max_tokens):
+                break
+            spent += call_ms
             res = self.head.run([nodes[i].token for i in expand], parents=[-1] * len(expand),
                                 visible=[self._ancestor_slots(nodes, i) for i in expand], base_depth=depth - 2,
                                 hidden=np.stack([nodes[i].feat for i in expand])[None])
@@ -146,7 +154,24 @@ class EaglePipeline:
                 kids = self._children(i, depth, nodes[i].score, res["logits"][j], res["hidden_out"][j], shape.topk)
                 frontier += range(len(nodes), len(nodes) + len(kids))
                 nodes += kids
-        return nodes
+        return nodes, spent
+
+    def _best_size(self, scores: np.ndarray, head_ms: float, max_tokens: int) -> tuple[int, float]:
+        """scores sorted high → low: the n ≤ max_tokens maximising (1 + Σ top-n) / (target_ms(n + 1) + head_ms)
+        → (n, that expected tokens per ms)."""
+        s = scores[:max_tokens]
+        rate = (1.0 + np.cumsum(s)) / (self.target_ms(np.arange(2, len(s) + 2)) + head_ms)
+        i = int(np.argmax(rate))
+        return i + 1, float(rate[i])
+
+    def _worth_deepening(self, nodes: list[_Node], expand: list[int], spent: float, call_ms: float,
+                         max_tokens: int) -> bool:
+        """Could one more head call raise the round's expected tokens per ms? Optimistically each
+        expanded node gains a child as likely as itself (a child's score is at most its parent's)."""
+        scores = np.sort([n.score for n in nodes])[::-1]
+        now = self._best_size(scores, spent, max_tokens)[1]
+        hoped = np.sort(np.concatenate([scores, [nodes[i].score for i in expand]]))[::-1]
+        return self._best_size(hoped, spent + call_ms, max_tokens)[1] > now
 
     def _children(self, parent: int, depth: int, score: float, logits: np.ndarray, feat: np.ndarray,
                   k: int) -> list[_Node]:
@@ -164,14 +189,12 @@ class EaglePipeline:
             p = nodes[p].parent
         return np.array(out, np.int64)
 
-    def _select(self, nodes: list[_Node], shape: TreeCfg) -> list[_Node]:
+    def _select(self, nodes: list[_Node], shape: TreeCfg, head_ms: float) -> list[_Node]:
         """The n best-scored nodes (ancestors included), breadth-first, parents re-indexed into the result."""
         order = sorted(range(len(nodes)), key=lambda i: (-nodes[i].score, nodes[i].depth, i))
         n = min(shape.max_tokens, len(order))
         if shape.dynamic and n > 1:
-            gain = 1.0 + np.cumsum([nodes[i].score for i in order[:n]])  # expected tokens per round
-            round_ms = self.target_ms(np.arange(2, n + 2)) + shape.depth * self._head_ms  # verify + head calls
-            n = int(np.argmax(gain / round_ms)) + 1
+            n = self._best_size(np.array([nodes[i].score for i in order]), head_ms, n)[0]
         keep = set(order[:n])
         for i in order[:n]:  # ancestor closure (ties in score could break it)
             p = nodes[i].parent
