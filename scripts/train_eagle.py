@@ -2,11 +2,17 @@
 
     python scripts/train_eagle.py [--vocab-size 8192] [--depth 3] [--steps 800] [--out heads/smollm2-135m-eagle]
     python scripts/train_eagle.py --data-only     # compute the target's features and stop
+    python scripts/train_eagle.py --target DIR --out heads/my-eagle   # another Llama-family target
+    python scripts/train_eagle.py --init heads/smollm2-135m-eagle --steps 1200 --lr 7e-4 --eval-every 200
+                                                  # train an existing head further (a new cosine schedule)
 
 Data (see dynexport/train/eagle.py): the separate draft's token chunks and on-policy generations
 (cached in $DYNEXPORT_CACHE/draft-work/…, made on first use) and the target's features, computed
-once into --work (default $DYNEXPORT_CACHE/eagle-work). Resumable: rerun the same command after an
-interruption. Progress goes to stdout (run it with nohup and a log file).
+once into --work (default $DYNEXPORT_CACHE/eagle-work). Another --target (a local Llama-family
+checkpoint dir: config.json, model.safetensors, tokenizer files) gets its own data and feature dirs
+(keyed by its weights' sha256) and its own head; export it with `dynexport eagle --target DIR --head OUT`.
+Resumable: rerun the same command after an interruption. Progress goes to stdout (run it with nohup
+and a log file).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import torch
 
 from dynexport.assets import cache_dir, smollm2_dir
+from dynexport.manifest import sha256_file
 from dynexport.train.eagle import EagleCfg, chain_acceptance, load_data, train_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +35,8 @@ DRAFT_DATA = "t1500000-g96-s256-k32"  # the draft's data key (train_draft.py def
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", type=Path, default=None,
+                    help="Llama-family checkpoint dir [default: SmolLM2-135M-Instruct from the offline assets]")
     ap.add_argument("--vocab-size", type=int, default=EagleCfg.vocab_size, help="0 = full vocabulary")
     ap.add_argument("--depth", type=int, default=EagleCfg.depth)
     ap.add_argument("--steps", type=int, default=EagleCfg.steps)
@@ -39,22 +48,28 @@ def main() -> None:
     ap.add_argument("--onpolicy-prompts", type=int, default=320)
     ap.add_argument("--data-only", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "heads" / "smollm2-135m-eagle")
+    ap.add_argument("--out", type=Path, default=None, help="[default: heads/smollm2-135m-eagle; required with --target]")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = EagleCfg(vocab_size=args.vocab_size, depth=args.depth, steps=args.steps, batch=args.batch, lr=args.lr,
                     eval_every=args.eval_every)
+    if args.target is not None and args.out is None:
+        ap.error("--target needs --out (the head dir to write)")
+    out = args.out or ROOT / "heads" / "smollm2-135m-eagle"
+    target_dir = args.target or smollm2_dir()
+    tag = "" if args.target is None else "-" + sha256_file(target_dir / "model.safetensors")[:12]
     work = args.work or cache_dir() / "eagle-work"
     t0 = time.time()
     log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)  # noqa: E731
-    data = load_data(smollm2_dir(), cache_dir() / "draft-work" / DRAFT_DATA, work / "features", args.onpolicy_prompts, log)
+    data = load_data(target_dir, cache_dir() / "draft-work" / (DRAFT_DATA + tag), work / f"features{tag}",
+                     args.onpolicy_prompts, log)
     if args.data_only:
         return
     init = f"-init-{args.init.name}" if args.init else ""
-    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}{init}"
+    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}{init}{tag}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = train_and_save(data, cfg, run_dir, args.out, log, args.init)
+    summary = train_and_save(data, cfg, run_dir, out, log, args.init)
     print(json.dumps(summary, indent=1))
 
 
@@ -75,7 +90,7 @@ def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log, ini
             raise SystemExit(f"--init {init} has a {len(vocab_ids)}-token draft vocabulary, not --vocab-size {cfg.vocab_size}")
     else:
         vocab_ids = (torch.arange(lcfg_vocab(sd)) if cfg.vocab_size == 0
-                     else choose_vocab(train_top1, cfg.vocab_size, [2]))  # 2 = <|im_end|>, the eos
+                     else choose_vocab(train_top1, cfg.vocab_size, data["eos_ids"]))  # EOS always draftable
         head, earlier = init_head(lcfg, sd, vocab_ids, n), None
 
     def evaluate() -> dict:

@@ -166,7 +166,8 @@ def train_head(head: EagleHead, data: tuple, cfg: EagleCfg, ckpt: Path, log=prin
 
 def load_data(target_dir: Path, draft_work: Path, work: Path, onpolicy_prompts: int, log=print) -> dict:
     """Chunks and features: real + sampled (the draft's data), and on-policy target generations
-    (first half greedy). Returns {"real": (ids, feats, top1), "onpolicy": (...)} (cached; resumable)."""
+    (first half greedy). Returns {"real": (ids, feats, top1), "onpolicy": (...), "target": checkpoint,
+    "eos_ids": [...]} (cached; resumable)."""
     from transformers import AutoTokenizer
 
     from ..export.lm_sources import read_checkpoint
@@ -175,8 +176,10 @@ def load_data(target_dir: Path, draft_work: Path, work: Path, onpolicy_prompts: 
     lcfg, sd, sha, n = read_checkpoint(target_dir)
     target = KVLlama(lcfg, sd, list(range(n)), features=True).eval()
     dcfg = DraftCfg(onpolicy_prompts=onpolicy_prompts)
-    chunks = build_data(AutoTokenizer.from_pretrained(target_dir), target, dcfg, draft_work, log)
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
+    chunks = build_data(tokenizer, target, dcfg, draft_work, log)
     on = onpolicy_data(target, chunks[dcfg.eval_chunks:][: onpolicy_prompts + 16, :32], dcfg, draft_work, log)[0]
     out = {"real": (chunks, *cached_features(target, chunks, work, "real", log)),
            "onpolicy": (on, *cached_features(target, on, work, "onpolicy", log))}
-    return out | {"target": (lcfg, sd, sha, n)}
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return out | {"target": (lcfg, sd, sha, n), "eos_ids": eos}
