@@ -162,10 +162,22 @@ def acceptance_by_depth(runs: list[dict], depth: int) -> list[float]:
     return [sum(n >= d for n in lengths) / len(lengths) for d in range(1, depth + 1)] if lengths else []
 
 
-def measure_precisions(args, prompts: list[dict], measure: Callable, summarize: Callable, root: Path) -> dict:
-    """measure(precision, args, prompts) for each of args.precisions in turn; after each, args.out is
-    rewritten with the environment, the runs so far and summarize(runs) (a cut-short run keeps its data)."""
+def common_args(ap, root: Path, out_name: str, prompts: int) -> None:
+    """The options both LM benchmarks take: precisions, tokens, prompt count, the issue-4 draft, output."""
+    ap.add_argument("--precisions", nargs="+", default=["fp16", "int8"])
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--prompts", type=int, default=prompts, help="held-out prompts (half chat, half text)")
+    ap.add_argument("--draft", type=Path, default=root / "drafts" / "smollm2-135m-draft")
+    ap.add_argument("--out", type=Path, default=root / "benchmarks" / out_name)
+
+
+def measure_precisions(args, measure: Callable, summarize: Callable, root: Path) -> dict:
+    """measure(precision, args, prompts) for each of args.precisions in turn, on args.prompts held-out
+    prompts; after each, args.out is rewritten with the environment, the prompts, the runs so far and
+    summarize(runs) (a cut-short run keeps its data)."""
     from .bench import environment, write_json
+    from .lm_data import bench_prompts
+    prompts = bench_prompts(args.prompts // 2, args.prompts - args.prompts // 2)
     env, runs = environment(root), []
     for precision in args.precisions:
         print(f"measuring {precision} ...", flush=True)

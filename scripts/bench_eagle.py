@@ -1,6 +1,6 @@
 """EAGLE benchmark → benchmarks/eagle.json + benchmarks/eagle.png.
 
-    python scripts/bench_eagle.py [--precisions fp16 int8] [--prompts 12] [--max-new-tokens 64]
+    python scripts/bench_eagle.py [--precisions fp16 int8] [--prompts 24] [--max-new-tokens 64]
         [--head heads/smollm2-135m-eagle] [--draft drafts/smollm2-135m-draft]
 
 The harness of the speculative benchmark (`dynexport.lm_bench`: same held-out prompts, configurations
@@ -22,9 +22,9 @@ import argparse
 import json
 from pathlib import Path
 
-from dynexport.lm_bench import (GENAI_CFG, OUT_ROOT, acceptance_by_depth, aggregate, ensure_genai, ensure_speculative,
-                                genai, interleaved, measure_precisions, optimum_cost_curve, ours,
-                                verify_cost_curve)
+from dynexport.lm_bench import (GENAI_CFG, OUT_ROOT, acceptance_by_depth, aggregate, common_args, ensure_genai,
+                                ensure_speculative, genai, interleaved, measure_precisions, optimum_cost_curve,
+                                ours, verify_cost_curve)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAINS = (1, 2, 3, 4, 6)
@@ -213,17 +213,11 @@ def plot(runs: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    from dynexport.lm_data import bench_prompts
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--precisions", nargs="+", default=["fp16", "int8"])
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--prompts", type=int, default=12)
     ap.add_argument("--head", type=Path, default=ROOT / "heads" / "smollm2-135m-eagle")
-    ap.add_argument("--draft", type=Path, default=ROOT / "drafts" / "smollm2-135m-draft")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "eagle.json")
+    common_args(ap, ROOT, "eagle.json", 24)  # the speculative benchmark's prompts
     args = ap.parse_args()
-    prompts = bench_prompts(args.prompts // 2, args.prompts - args.prompts // 2)
-    payload = measure_precisions(args, prompts, measure, summarize, ROOT)
+    payload = measure_precisions(args, measure, summarize, ROOT)
     plot(payload["runs"], args.out.with_suffix(".png"))
     s = payload["summary"]
     print(f"best: {s['setting']} {s['precision']}: {s['speedup_vs_target']:.2f}x vs target alone (tau {s['tau']:.2f}), "

@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynexport.lm_bench import (GENAI_CFG, aggregate, ensure_genai, ensure_speculative, genai, interleaved,
-                                measure_precisions, ours, verify_cost_curve)
+from dynexport.lm_bench import (GENAI_CFG, aggregate, common_args, ensure_genai, ensure_speculative, genai,
+                                interleaved, measure_precisions, ours, verify_cost_curve)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,18 +145,12 @@ def plot(runs: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    from dynexport.lm_data import bench_prompts
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--precisions", nargs="+", default=["fp16", "int8"])
     ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 3, 4, 6, 8])
     ap.add_argument("--genai-ks", nargs="+", type=int, default=[3, 5])
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--prompts", type=int, default=24)
-    ap.add_argument("--draft", type=Path, default=ROOT / "drafts" / "smollm2-135m-draft")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "speculative.json")
+    common_args(ap, ROOT, "speculative.json", 24)
     args = ap.parse_args()
-    prompts = bench_prompts(args.prompts // 2, args.prompts - args.prompts // 2)
-    payload = measure_precisions(args, prompts, measure, summarize, ROOT)
+    payload = measure_precisions(args, measure, summarize, ROOT)
     plot(payload["runs"], args.out.with_suffix(".png"))
     s = payload["summary"]
     print(f"best: {s['setting']} {s['precision']}: {s['speedup_vs_target']:.2f}x vs target alone, "
