@@ -166,7 +166,7 @@ def common_args(ap, root: Path, out_name: str, prompts: int) -> None:
     """The options both LM benchmarks take: precisions, tokens, prompt count, the issue-4 draft, output."""
     ap.add_argument("--precisions", nargs="+", default=["fp16", "int8"])
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--prompts", type=int, default=prompts, help="held-out prompts (half chat, half text)")
+    ap.add_argument("--prompts", type=int, default=prompts, help="held-out prompts (half news openings, half stdlib functions)")
     ap.add_argument("--draft", type=Path, default=root / "drafts" / "smollm2-135m-draft")
     ap.add_argument("--out", type=Path, default=root / "benchmarks" / out_name)
 
