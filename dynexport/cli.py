@@ -1,50 +1,85 @@
-"""`dynexport` command line: argument parsing only; the work is done by export/, runtime/, evaluate.
+"""`dynexport` command line: argument parsing and printing only; the work is done by methods, runtime, evaluate.
 
-Conventions of optimum-cli: positional output dir, --weight-format, --quant-mode, --device.
-User mistakes (DynexportError) print one line on stderr and exit with status 2, no traceback.
+optimum-cli's shape: `dynexport export <method> [-m MODEL] [--recipe FILE] [flags] OUT`, --weight-format,
+--quant-mode, --device. Export flags default to None, meaning "the recipe's value"; run-command flags
+default to None, meaning "the config's default" (GenerationConfig, ClassifyConfig, ImageConfig), so
+every default is read from one place. The older commands (`bert`, `speculative`, `eagle`,
+`diffusion`) are aliases of `export <method>`. User mistakes print one line on stderr and exit with
+status 2 (no traceback); every warning reaches the user as one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import DynexportError, RecipeError
+from . import methods
+from .errors import DynexportError, UsageError
+from .recipe import FORMATS, QuantMode, WeightFormat
+from .runtime.diffusion import ImageConfig
+from .runtime.early_exit import ClassifyConfig
+from .runtime.generation import GenerationConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export transformers as segmented graphs and run them with dynamic execution.")
+export_app = typer.Typer(no_args_is_help=True, help="Export a model as an artifact: dynexport export <method> OUT.")
+app.add_typer(export_app, name="export")
 console = Console(width=max(100, Console().width))
 
-
-class WeightFormat(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-    int4 = "int4"
-
-
-class QuantMode(str, Enum):
-    none = "none"
-    int8 = "int8"
+WeightFormatOpt = Enum("WeightFormatOpt", {v: v for v in get_args(WeightFormat)}, type=str)
+QuantModeOpt = Enum("QuantModeOpt", {v: v for v in get_args(QuantMode)}, type=str)
+BackendOpt = Enum("BackendOpt", {v: v for v in FORMATS}, type=str)
+GEN, CLS, IMG = GenerationConfig(), ClassifyConfig(), ImageConfig()
+IMG_STEPS = next(f.default for f in dataclasses.fields(ImageConfig) if f.name == "steps")  # before normalising
+# each recipe model's defaults, for help texts (the flags themselves default to None: "the recipe's")
+EE, SP, EA, SS = (methods.get(name).recipe() for name in ("early-exit", "speculative", "eagle", "stepsaver"))
 
 
-class Backend(str, Enum):
-    openvino = "openvino"
-    onnxruntime = "onnxruntime"
+def _d(text: str, default) -> str:
+    """Help text naming the default it reads from a config model (escaped: rich would eat the brackets)."""
+    return f"{text} \\[default: {default}]"
 
 
-class PolicyName(str, Enum):
-    calibrated = "calibrated"
-    entropy = "entropy"
-    patience = "patience"
-    full = "full"
+Out = Annotated[Optional[Path], typer.Argument(help=_d("artifact dir to write", "exported_models/<name>"))]
+RecipeOpt = Annotated[Optional[Path], typer.Option(help=_d("recipe TOML", "the method's, dynexport/recipes/"))]
+Formats = Annotated[str, typer.Option(help="backends to write graphs for")]
+Overwrite = Annotated[bool, typer.Option(help="replace an existing output dir")]
+WF = Annotated[Optional[WeightFormatOpt], typer.Option(
+    help="graph weight precision (NNCF for int8/int4) \\[default: the recipe's]")]
+
+
+def _value(option) -> Optional[str]:
+    return None if option is None else option.value
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    fmts = tuple(f.strip() for f in value.split(",") if f.strip())
+    if not fmts or any(f not in FORMATS for f in fmts):
+        raise UsageError(f"--formats takes {' and/or '.join(FORMATS)}, got {value!r}")
+    return fmts
+
+
+def _int_or(flag: str, value: Optional[str], word: str):
+    """An integer flag that also takes one word ('adaptive', 'auto')."""
+    if value is None or value == word:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} must be an integer or {word!r}, got {value!r}") from None
+
+
+def _export(method: str, recipe: Optional[Path], overrides: dict, out: Path, overwrite: bool, formats: str):
+    m = methods.get(method)
+    return methods.export(m.name, m.load_recipe(recipe, overrides), out, overwrite=overwrite, formats=_formats(formats))
 
 
 def parse_exits(value: Optional[str]) -> Optional[list[int]]:
@@ -53,48 +88,148 @@ def parse_exits(value: Optional[str]) -> Optional[list[int]]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise RecipeError(f"--exits must be comma-separated layer numbers like 4,8, got {value!r}") from None
+        raise UsageError(f"--exits must be comma-separated layer numbers like 4,8, got {value!r}") from None
 
 
-@app.command()
-def bert(
-    output: Annotated[Optional[Path], typer.Argument(help="artifact dir [default: exported_models/bert-exits-<exits>]")] = None,
-    exits: Annotated[Optional[str], typer.Option(help="comma-separated 1-based exit layers, e.g. 4,8")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="recipe TOML [default: recipes/bert_early_exit.toml]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="embedded model id or a local BERT/MPNet checkpoint dir")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="embedded dataset id or a CSV/JSONL file")] = None,
-    weight_format: Annotated[Optional[WeightFormat], typer.Option(help="graph weight precision (NNCF for int8/int4)")] = None,
-    quant_mode: Annotated[Optional[QuantMode], typer.Option(help="int8: NNCF post-training quantization per segment")] = None,
-    max_train_examples: Annotated[Optional[int], typer.Option(help="subsample the train split (0 = all)")] = None,
-    scheme: Annotated[Optional[str], typer.Option(help="exit training scheme: joint | deebert")] = None,
-    formats: Annotated[str, typer.Option(help="backends to write graphs for")] = "openvino,onnxruntime",
-    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
+@export_app.command("early-exit")
+def early_exit(
+    output: Out = None,
+    model: Annotated[Optional[str], typer.Option(
+        "-m", "--model", help=_d("embedded model id or a local BERT/MPNet checkpoint dir", EE.model.id))] = None,
+    recipe: RecipeOpt = None,
+    exits: Annotated[Optional[str], typer.Option(
+        help=_d("comma-separated 1-based exit layers", ",".join(map(str, EE.exits.layers))))] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help=_d("embedded dataset id or a CSV/JSONL file", EE.dataset.id))] = None,
+    weight_format: WF = None,
+    quant_mode: Annotated[Optional[QuantModeOpt], typer.Option(
+        help=_d("int8: NNCF post-training quantization per segment", EE.quantization.quant_mode))] = None,
+    max_train_examples: Annotated[Optional[int], typer.Option(
+        help=_d("subsample the train split (0 = all)", EE.training.max_train_examples))] = None,
+    scheme: Annotated[Optional[str], typer.Option(
+        help=_d("exit training scheme: joint | deebert", EE.training.scheme))] = None,
+    formats: Formats = ",".join(FORMATS),
+    overwrite: Overwrite = False,
 ):
-    """Export a BERT-family encoder as early-exit segment graphs (OpenVINO IR + ONNX)."""
-    from .export.bert_exits import export
-    from .recipe import load_recipe
-
-    r = load_recipe(recipe, {"exits.layers": parse_exits(exits), "model.id": model, "dataset.id": dataset,
-                             "quantization.weight_format": weight_format and weight_format.value,
-                             "quantization.quant_mode": quant_mode and quant_mode.value,
-                             "training.max_train_examples": max_train_examples, "training.scheme": scheme})
-    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-    bad = [f for f in fmts if f not in ("openvino", "onnxruntime")]
-    if bad or not fmts:
-        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {formats!r}")
+    """Early exit: a BERT-family encoder as segment graphs, each ending in an exit head (alias: bert)."""
+    overrides = {"exits.layers": parse_exits(exits), "model.id": model, "dataset.id": dataset,
+                 "quantization.weight_format": _value(weight_format), "quantization.quant_mode": _value(quant_mode),
+                 "training.max_train_examples": max_train_examples, "training.scheme": scheme}
+    r = methods.get("early-exit").load_recipe(recipe, overrides)
     out = output or Path("exported_models") / f"bert-exits-{'-'.join(map(str, r.exits.layers))}"
-    m = export(r, out, overwrite=overwrite, formats=fmts)
+    m = methods.export("early-exit", r, out, overwrite=overwrite, formats=_formats(formats))
     c = m.policy.calibration
     console.print(f"[green]wrote[/green] {out}: {len(m.graphs)} segments, exits {m.exits}, "
                   f"threshold {m.policy.threshold:.4f} (val: full {c.accuracy_full:.2f}% → "
                   f"{c.chosen.accuracy:.2f}%, expected speed-up {c.chosen.expected_speedup:.2f}x)")
 
 
+@export_app.command("speculative")
+def speculative(
+    output: Out = None,
+    model: Annotated[Optional[str], typer.Option(
+        "-m", "--model", "--target", help=_d("target: embedded id or a Llama checkpoint dir", SP.target))] = None,
+    recipe: RecipeOpt = None,
+    draft: Annotated[Optional[str], typer.Option(
+        help=_d("draft: a committed draft name, a draft delta dir or a checkpoint dir", SP.draft))] = None,
+    weight_format: WF = None,
+    num_draft_tokens: Annotated[Optional[str], typer.Option(
+        help=_d("the artifact's default k: an integer or 'adaptive'", SP.generation.num_draft_tokens))] = None,
+    formats: Formats = ",".join(FORMATS),
+    overwrite: Overwrite = False,
+):
+    """Speculative decoding: a target LM and its draft as KV-cached graphs."""
+    overrides = {"target": model, "draft": draft, "quantization.weight_format": _value(weight_format),
+                 "generation.num_draft_tokens": _int_or("--num-draft-tokens", num_draft_tokens, "adaptive")}
+    out = output or Path("exported_models/smollm2-speculative")
+    m = _export("speculative", recipe, overrides, out, overwrite, formats)
+    ratio = m.defaults.draft_cost_ratio
+    console.print(f"[green]wrote[/green] {out}: target {m.target.num_layers} layers, draft layers "
+                  f"{m.draft.source_layers} ({'full' if not m.draft.vocab_file else 'truncated'} vocabulary), "
+                  f"{m.weight_format}, " + (f"draft cost ratio {ratio:.3f}, " if ratio else "") +
+                  f"max parity error {max(m.parity.values()):.1e}")
+
+
+@export_app.command("eagle")
+def eagle(
+    output: Out = None,
+    model: Annotated[Optional[str], typer.Option(
+        "-m", "--model", "--target", help=_d("target: embedded id or a Llama checkpoint dir", EA.target))] = None,
+    recipe: RecipeOpt = None,
+    head: Annotated[Optional[str], typer.Option(
+        help=_d("EAGLE head: a committed head name or a head dir", EA.head))] = None,
+    weight_format: WF = None,
+    num_draft_tokens: Annotated[Optional[int], typer.Option(
+        help=_d("the artifact's default chain length", EA.generation.num_draft_tokens))] = None,
+    formats: Formats = ",".join(FORMATS),
+    overwrite: Overwrite = False,
+):
+    """EAGLE: a target LM (logits + features, tree verify) and its feature-level draft head."""
+    overrides = {"target": model, "head": head, "quantization.weight_format": _value(weight_format),
+                 "generation.num_draft_tokens": num_draft_tokens}
+    out = output or Path("exported_models/smollm2-eagle")
+    m = _export("eagle", recipe, overrides, out, overwrite, formats)
+    c = m.defaults.head_cost_ratio
+    console.print(f"[green]wrote[/green] {out}: target {m.target.num_layers} layers + EAGLE head "
+                  f"({'full' if not m.head.vocab_file else 'truncated'} vocabulary), {m.weight_format}, "
+                  + (f"head cost ratio {c:.3f}, " if c else "") + f"max parity error {max(m.parity.values()):.1e}")
+
+
+@export_app.command("stepsaver")
+def stepsaver(
+    output: Out = None,
+    model: Annotated[Optional[str], typer.Option(
+        "-m", "--model", "--unet", help=_d("UNet: a committed name or a UNet dir", SS.models.unet))] = None,
+    recipe: RecipeOpt = None,
+    predictor: Annotated[Optional[str], typer.Option(
+        help=_d("step predictor: a committed name or dir; '' for none", SS.models.predictor))] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help=_d("ddim or dpmsolver++", SS.sampling.scheduler))] = None,
+    weight_format: WF = None,
+    quant_mode: Annotated[Optional[QuantModeOpt], typer.Option(
+        help=_d("int8: NNCF post-training quantization of the UNet", SS.quantization.quant_mode))] = None,
+    formats: Formats = ",".join(FORMATS),
+    overwrite: Overwrite = False,
+):
+    """StepSaver: text encoder, UNet step and step predictor graphs (alias: diffusion)."""
+    overrides = {"models.unet": model, "models.predictor": predictor, "sampling.scheduler": scheduler,
+                 "quantization.weight_format": _value(weight_format), "quantization.quant_mode": _value(quant_mode)}
+    out = output or Path("exported_models/stepsaver")
+    m = _export("stepsaver", recipe, overrides, out, overwrite, formats)
+    par = f", max parity error {max(m.parity.values()):.1e}" if m.parity else ""
+    pred = f"step predictor over {m.step_predictor.counts}" if m.step_predictor else "no step predictor"
+    unet_precision = next(iter(m.unet.precision.values()))
+    console.print(f"[green]wrote[/green] {out}: {m.image_size}px UNet ({unet_precision}), {pred}{par}")
+
+
+for _alias, _fn in (("bert", early_exit), ("speculative", speculative), ("eagle", eagle), ("diffusion", stepsaver)):
+    app.command(_alias, help=f"Alias of `dynexport export {methods.get(_alias).name}`. " + (_fn.__doc__ or ""))(_fn)
+
+
+def _load_for(command: str, artifact: Path, backend, device: str = "CPU"):
+    """Load an artifact for a run command, refusing (UsageError) one whose method that command does not run."""
+    from .manifest import read_manifest
+    from .runtime import load
+    if not artifact.is_dir():
+        raise UsageError(f"artifact dir {artifact} does not exist")
+    m = methods.of_manifest(read_manifest(artifact, verify=False).method)
+    if command not in m.run_commands:
+        raise UsageError(f"{artifact} was exported for {m.name}; `{command}` does not run it: use "
+                         + " or ".join(f"`dynexport {c}`" for c in m.run_commands))
+    return load(artifact, backend.value, device)
+
+
+class PolicyName(StrEnum):
+    calibrated = "calibrated"
+    entropy = "entropy"
+    patience = "patience"
+    full = "full"
+
+
 def _policy(name: PolicyName, threshold: Optional[float], patience: int):
     from .runtime import EntropyPolicy, FullDepth, PatiencePolicy
     if name == PolicyName.entropy:
         if threshold is None:
-            raise RecipeError("--policy entropy needs --threshold")
+            raise UsageError("--policy entropy needs --threshold")
         return EntropyPolicy(threshold)
     return {PolicyName.patience: PatiencePolicy(patience), PolicyName.full: FullDepth(),
             PolicyName.calibrated: None}[name]
@@ -102,18 +237,19 @@ def _policy(name: PolicyName, threshold: Optional[float], patience: int):
 
 @app.command()
 def classify(
-    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport bert`")],
+    artifact: Annotated[Path, typer.Argument(help="early-exit artifact dir")],
     texts: Annotated[list[str], typer.Argument(help="one or more texts")],
-    backend: Backend = Backend.openvino,
+    backend: BackendOpt = BackendOpt.openvino,
     device: str = "CPU",
     policy: PolicyName = PolicyName.calibrated,
     threshold: Optional[float] = None,
     patience: int = 2,
+    batch_size: Annotated[Optional[int], typer.Option(help=_d("texts per graph call", CLS.batch_size))] = None,
 ):
     """Classify texts with early exit; prints label, confidence and exit layer per text."""
-    from .runtime import load
-    pipe = load(artifact, backend.value, device)
-    res = pipe.run(list(texts), _policy(policy, threshold, patience))
+    pipe = _load_for("classify", artifact, backend, device)
+    overrides = {} if batch_size is None else {"batch_size": batch_size}
+    res = pipe.run(list(texts), ClassifyConfig(policy=_policy(policy, threshold, patience)), **overrides)
     for t, lab, p, layer in zip(texts, res.labels, res.probabilities, res.exit_layers):
         console.print(f"{lab:>10s}  p={p.max():.3f}  exit@layer {layer:>2d}  {t[:80]}", markup=False)
     console.print(f"[dim]{res.stats.total_s * 1e3:.1f} ms, segments entered: {res.stats.segment_samples}[/dim]")
@@ -121,8 +257,8 @@ def classify(
 
 @app.command()
 def evaluate(
-    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport bert`")],
-    backend: Backend = Backend.openvino,
+    artifact: Annotated[Path, typer.Argument(help="early-exit artifact dir")],
+    backend: BackendOpt = BackendOpt.openvino,
     split: str = "test",
     limit: Annotated[Optional[int], typer.Option(help="first N examples of the split")] = None,
     batch_size: int = 1,
@@ -130,8 +266,8 @@ def evaluate(
 ):
     """Accuracy and median wall time of full depth vs the calibrated early exit on the held-out split."""
     from .evaluate import load_and_measure
-    from .runtime import FullDepth, load
-    pipe = load(artifact, backend.value)
+    from .runtime import FullDepth
+    pipe = _load_for("evaluate", artifact, backend)
     policies = {"full depth": FullDepth(), "early exit": pipe.default_policy}
     table_rows = load_and_measure(artifact, backend.value, policies, split, limit, batch_size, repeats, pipe)
     m = pipe.manifest
@@ -149,114 +285,54 @@ def evaluate(
                   f"n={full.segment_samples[0]}, {repeats} interleaved repeats)")
 
 
-@app.command()
-def speculative(
-    output: Annotated[Path, typer.Argument(help="artifact dir")] = Path("exported_models/smollm2-speculative"),
-    target: Annotated[Optional[str], typer.Option(help="target checkpoint dir [default: SmolLM2-135M-Instruct]")] = None,
-    draft: Annotated[Optional[Path], typer.Option(help="draft: a draft delta dir or a checkpoint dir")] = None,
-    weight_format: WeightFormat = WeightFormat.fp16,
-    num_draft_tokens: Annotated[str, typer.Option(help="default k: an integer or 'adaptive'")] = "adaptive",
-    formats: Annotated[str, typer.Option(help="backends to write graphs for")] = "openvino,onnxruntime",
-    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
-):
-    """Export a target LM and its draft as KV-cached graphs for speculative decoding."""
-    from . import assets
-    from .export.speculative import DEFAULT_DRAFT, export
-
-    fmts = _formats(formats)
-    k = num_draft_tokens if num_draft_tokens == "adaptive" else _int_option("--num-draft-tokens", num_draft_tokens)
-    target_dir = assets.smollm2_dir() if target in (None, assets.SMOLLM2_ID) else Path(target)
-    m = export(target_dir, draft or DEFAULT_DRAFT, output, weight_format.value, k, overwrite, fmts)
-    ratio = m.defaults.get("draft_cost_ratio")
-    console.print(f"[green]wrote[/green] {output}: target {m.target.num_layers} layers, draft layers "
-                  f"{m.draft.source_layers} ({'full' if not m.draft.vocab_file else 'truncated'} vocabulary), "
-                  f"{m.weight_format}, " + (f"draft cost ratio {ratio:.3f}, " if ratio else "") +
-                  f"max parity error {max(m.parity.values()):.1e}")
-
-
-@app.command()
-def eagle(
-    output: Annotated[Path, typer.Argument(help="artifact dir")] = Path("exported_models/smollm2-eagle"),
-    target: Annotated[Optional[str], typer.Option(help="target checkpoint dir [default: SmolLM2-135M-Instruct]")] = None,
-    head: Annotated[Optional[Path], typer.Option(help="EAGLE head dir (scripts/train_eagle.py) [default: the committed one]")] = None,
-    weight_format: WeightFormat = WeightFormat.fp16,
-    formats: Annotated[str, typer.Option(help="backends to write graphs for")] = "openvino,onnxruntime",
-    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
-):
-    """Export a target LM (logits + features, tree verify) and its EAGLE draft head as KV-cached graphs."""
-    from . import assets
-    from .export.eagle import DEFAULT_HEAD, export
-
-    fmts = _formats(formats)
-    target_dir = assets.smollm2_dir() if target in (None, assets.SMOLLM2_ID) else Path(target)
-    m = export(target_dir, head or DEFAULT_HEAD, output, weight_format.value, overwrite, fmts)
-    c = m.defaults.get("head_cost_ratio")
-    console.print(f"[green]wrote[/green] {output}: target {m.target.num_layers} layers + EAGLE head "
-                  f"({'full' if not m.head.vocab_file else 'truncated'} vocabulary), {m.weight_format}, "
-                  + (f"head cost ratio {c:.3f}, " if c else "") + f"max parity error {max(m.parity.values()):.1e}")
-
-
-def _formats(value: str) -> tuple[str, ...]:
-    fmts = tuple(f.strip() for f in value.split(",") if f.strip())
-    if not fmts or any(f not in ("openvino", "onnxruntime") for f in fmts):
-        raise RecipeError(f"--formats takes openvino and/or onnxruntime, got {value!r}")
-    return fmts
-
-
-def _tree_option(value: Optional[str]) -> Optional[dict]:
-    if value is None:
-        return None
+def _tree_option(value: Optional[str]):
+    from .runtime import TreeCfg
+    if value is None or value == "default":
+        return None if value is None else "tree"
     try:
         depth, topk, total = (int(v) for v in value.split(","))
     except ValueError:
-        raise RecipeError(f"--tree must be depth,topk,max_tokens like 5,8,32, got {value!r}") from None
-    return {"depth": depth, "topk": topk, "max_tokens": total}
+        raise UsageError(f"--tree must be depth,topk,max_tokens like 5,8,32, or 'default', got {value!r}") from None
+    return TreeCfg(depth, topk, total)
 
 
-def _int_option(flag: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        word = "'auto'" if flag == "--steps" else "'adaptive'"
-        raise RecipeError(f"{flag} must be an integer or {word}, got {value!r}") from None
+def generation_config(max_new_tokens=None, sample=None, temperature=None, top_k=None, top_p=None, seed=None,
+                      stop=None, num_draft_tokens=None, tree=None) -> GenerationConfig:
+    """The GenerationConfig the `generate` flags ask for (None = GenerationConfig's default)."""
+    if num_draft_tokens is not None and tree is not None:
+        raise UsageError("pass --num-draft-tokens (a chain) or --tree, not both")
+    draft = _int_or("--num-draft-tokens", num_draft_tokens, "adaptive")
+    fields = {"max_new_tokens": max_new_tokens, "do_sample": sample, "temperature": temperature, "top_k": top_k,
+              "top_p": top_p, "seed": seed, "stop_strings": tuple(stop) if stop else None,
+              "draft": _tree_option(tree) if tree is not None else draft}
+    return GenerationConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
 @app.command()
 def generate(
-    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport speculative`")],
+    artifact: Annotated[Path, typer.Argument(help="speculative or eagle artifact dir")],
     prompt: Annotated[str, typer.Argument(help="prompt text (raw completion, no chat template)")],
-    max_new_tokens: int = 64,
-    sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy decoding")] = False,
-    temperature: float = 0.7,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    num_draft_tokens: Annotated[Optional[str], typer.Option(
-        help="k, 0 = target alone, or 'adaptive' (speculative); EAGLE: a chain of k instead of the tree")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help=_d("tokens to generate at most", GEN.max_new_tokens))] = None,
+    sample: Annotated[Optional[bool], typer.Option(
+        "--sample/--greedy", help=_d("sample instead of greedy decoding", "sample" if GEN.do_sample else "greedy"))] = None,
+    temperature: Annotated[Optional[float], typer.Option(help=_d("sampling temperature", GEN.temperature))] = None,
+    top_k: Annotated[Optional[int], typer.Option(help=_d("0 = off", GEN.top_k))] = None,
+    top_p: Annotated[Optional[float], typer.Option(help=_d("1 = off", GEN.top_p))] = None,
+    seed: Annotated[Optional[int], typer.Option(help=_d("sampling seed", GEN.seed))] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="stop string (repeatable); cut from the output")] = None,
+    num_draft_tokens: Annotated[Optional[str], typer.Option(help=_d(
+        "k (0 = target alone) or 'adaptive' (speculative); EAGLE: a chain of k", "the artifact's"))] = None,
     tree: Annotated[Optional[str], typer.Option(
-        help="EAGLE: draft a tree of depth,topk,max_tokens (sized per round) instead of the default chain")] = None,
-    backend: Backend = Backend.openvino,
+        help="EAGLE: draft a tree of depth,topk,max_tokens, or 'default' (the artifact's tree settings)")] = None,
+    backend: BackendOpt = BackendOpt.openvino,
     device: str = "CPU",
 ):
     """Stream a completion with speculative or EAGLE decoding and print its stats line."""
-    from .runtime import load
-    pipe = load(artifact, backend.value, device)
-    if pipe.manifest.method not in ("speculative", "eagle"):
-        raise RecipeError(f"{artifact} is a {pipe.manifest.method!r} artifact; `generate` needs a speculative "
-                          "or eagle one")
-    k = None if num_draft_tokens is None else (
-        num_draft_tokens if num_draft_tokens == "adaptive" else _int_option("--num-draft-tokens", num_draft_tokens))
-    extra = {}
-    if pipe.manifest.method == "eagle":
-        if k == "adaptive":
-            raise RecipeError("--num-draft-tokens adaptive is for speculative artifacts; EAGLE sizes its tree itself")
-        extra["tree"] = _tree_option(tree)
-    elif tree is not None:
-        raise RecipeError("--tree is for EAGLE artifacts")
+    cfg = generation_config(max_new_tokens, sample, temperature, top_k, top_p, seed, stop, num_draft_tokens, tree)
+    pipe = _load_for("generate", artifact, backend, device)
     out = sys.stdout
     out.write(prompt)
-    r = pipe.generate(prompt, max_new_tokens, sample, temperature, top_k, top_p, seed, k,
-                      streamer=lambda piece: (out.write(piece), out.flush()), **extra)
+    r = pipe.generate(prompt, cfg, streamer=lambda piece: (out.write(piece), out.flush()) and None)
     s = r.stats
     out.write("\n")
     console.print(f"[dim]{s.new_tokens} tokens · TTFT {s.ttft_s * 1e3:.0f} ms · TPOT {s.tpot_s * 1e3:.1f} ms · "
@@ -265,81 +341,82 @@ def generate(
 
 
 @app.command()
-def diffusion(
-    output: Annotated[Path, typer.Argument(help="artifact dir")] = Path("exported_models/stepsaver"),
-    recipe: Annotated[Optional[Path], typer.Option(help="recipe TOML [default: recipes/stepsaver.toml]")] = None,
-    unet: Annotated[Optional[Path], typer.Option(help="trained UNet dir (overrides the recipe)")] = None,
-    predictor: Annotated[Optional[str], typer.Option(help="step predictor dir; '' for none (overrides the recipe)")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="ddim or dpmsolver++")] = None,
-    weight_format: Optional[WeightFormat] = None,
-    quant_mode: Optional[QuantMode] = None,
-    overwrite: Annotated[bool, typer.Option(help="replace an existing output dir")] = False,
-):
-    """Export StepSaver: text encoder, UNet step and step predictor graphs (OpenVINO IR + ONNX)."""
-    from .export.diffusion import export
-    from .recipe import StepSaverRecipe, load_recipe
-    r = load_recipe(recipe, {"models.unet": str(unet) if unet else None, "models.predictor": predictor,
-                             "sampling.scheduler": scheduler,
-                             "quantization.weight_format": weight_format.value if weight_format else None,
-                             "quantization.quant_mode": quant_mode.value if quant_mode else None}, StepSaverRecipe)
-    m = export(r.path(r.models.unet), output, r.path(r.models.predictor), r.quantization.weight_format,
-               r.quantization.quant_mode, r.sampling.scheduler, r.sampling.full_steps, r.sampling.guidance_scale,
-               overwrite)
-    par = f", max parity error {max(m.parity.values()):.1e}" if m.parity else ""
-    pred = f"step predictor over {m.step_predictor.counts}" if m.step_predictor else "no step predictor"
-    console.print(f"[green]wrote[/green] {output}: {m.image_size}px UNet ({m.unet.precision['openvino']}), {pred}{par}")
-
-
-@app.command()
 def imagine(
-    artifact: Annotated[Path, typer.Argument(help="artifact dir written by `dynexport diffusion`")],
+    artifact: Annotated[Path, typer.Argument(help="stepsaver artifact dir")],
     prompt: Annotated[str, typer.Argument(help="what to draw, e.g. 'red apple'")],
     out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("image.png"),
-    steps: Annotated[str, typer.Option(help="'auto' (the step predictor) or a fixed count")] = "auto",
-    margin: Annotated[Optional[float], typer.Option(help="safety quantile in (0, 1) [default: the manifest's]")] = None,
-    seed: int = 0,
+    steps: Annotated[Optional[str], typer.Option(
+        help=_d("'auto' (the step predictor) or a fixed count", IMG_STEPS))] = None,
+    margin: Annotated[Optional[float], typer.Option(
+        help=_d("safety quantile in (0, 1) of steps 'auto'", "the artifact's"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help=_d("noise seed", IMG.seed))] = None,
     scale: Annotated[int, typer.Option(help="upscale the PNG by this factor (nearest)")] = 8,
-    backend: Backend = Backend.openvino,
+    backend: BackendOpt = BackendOpt.openvino,
     device: str = "CPU",
 ):
     """Draw one image and write it as a PNG; prints the step count used."""
     from PIL import Image
 
-    from .runtime import load
-    pipe = load(artifact, backend.value, device)
-    if pipe.manifest.method != "stepsaver":
-        raise RecipeError(f"{artifact} is a {pipe.manifest.method!r} artifact; `imagine` needs a stepsaver one")
-    n = steps if steps == "auto" else _int_option("--steps", steps)
+    from .runtime import PredictedSteps
     if scale < 1:
-        raise RecipeError(f"--scale must be ≥ 1, got {scale}")
-    r = pipe.generate([prompt], seed=seed, steps=n, margin=margin)
+        raise UsageError(f"--scale must be ≥ 1, got {scale}")
+    n = _int_or("--steps", steps, "auto")
+    if margin is not None and n not in (None, "auto"):
+        raise UsageError("--margin is for --steps auto")
+    policy = PredictedSteps(margin) if margin is not None else n
+    cfg = ImageConfig(**{k: v for k, v in {"steps": policy, "seed": seed}.items() if v is not None})
+    pipe = _load_for("imagine", artifact, backend, device)
+    r = pipe.generate([prompt], cfg)
     img = Image.fromarray(r.images[0])
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(out)
     s = r.stats
-    console.print(f"wrote {out}: {s.steps[0]} steps ({'predicted' if n == 'auto' else 'fixed'}) · "
-                  f"total {s.total_s * 1e3:.0f} ms (UNet {s.unet_s * 1e3:.0f} ms, predictor {s.predictor_s * 1e3:.1f} ms)")
+    kind = "predicted" if isinstance(cfg.steps, PredictedSteps) else "fixed"
+    console.print(f"wrote {out}: {s.steps[0]} steps ({kind}) · total {s.total_s * 1e3:.0f} ms "
+                  f"(UNet {s.unet_s * 1e3:.0f} ms, predictor {s.predictor_s * 1e3:.1f} ms)")
+
+
+def _show(caught: list) -> None:
+    """Every warning, once, one line each (category named unless it is a plain UserWarning).
+    Deprecations raised inside other libraries concern their maintainers: they are counted in one line."""
+    seen, deprecations = set(), 0
+    for w in caught:
+        key = (w.category, str(w.message))
+        if key in seen:
+            continue
+        seen.add(key)
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)) and not _ours(w.filename):
+            deprecations += 1
+            continue
+        kind = "" if w.category is UserWarning else f" ({w.category.__name__})"
+        print(f"warning{kind}: {w.message}".splitlines()[0], file=sys.stderr)
+    if deprecations:
+        print(f"warning: {deprecations} deprecation warning(s) inside libraries dynexport uses "
+              "(PYTHONWARNINGS=always shows them)", file=sys.stderr)
+
+
+def _ours(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
 def main() -> None:
-    """Entry point: runs the command; warnings are printed once each, as one line, at the end."""
+    """Entry point: runs the command; warnings are printed at the end; mistakes are one line, exit 2."""
+    import click
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             try:
                 app(standalone_mode=False)
             finally:
-                for w in caught:
-                    if issubclass(w.category, UserWarning):
-                        print(f"warning: {w.message}", file=sys.stderr)
+                _show(caught)
     except DynexportError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:
+    except click.UsageError as e:  # unknown option, missing argument, bad choice: one line, like ours
+        print(f"error: {e.format_message()}".splitlines()[0] + " (see --help)", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, click.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)

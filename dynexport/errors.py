@@ -25,5 +25,10 @@ class IntegrityError(ManifestError):
     """A file of an artifact is missing or its sha256 differs from the manifest (tampered or corrupt)."""
 
 
-class InputError(DynexportError):
-    """Bad runtime input: empty text, wrong type, unsupported backend or policy."""
+class InputError(DynexportError, ValueError):
+    """Bad runtime input: empty text, wrong type, unsupported backend or policy (a ValueError too, so
+    config validation inside pydantic models reports it as a field error)."""
+
+
+class UsageError(DynexportError):
+    """A command-line flag is wrong or does not fit the artifact (the CLI prints one line, exit 2)."""

@@ -14,12 +14,12 @@ import numpy as np
 
 from . import assets, data
 from .errors import ManifestError
-from .manifest import Manifest
+from .manifest import EarlyExitManifest
 from .runtime.early_exit import EarlyExitPipeline, Result
 from .runtime.policies import FullDepth, Policy
 
 
-def artifact_split(manifest: Manifest, split: str = "test") -> tuple[list[str], np.ndarray]:
+def artifact_split(manifest: EarlyExitManifest, split: str = "test") -> tuple[list[str], np.ndarray]:
     """The artifact's own split, rebuilt from its dataset and checked against the recorded key hash."""
     ds = manifest.source.dataset
     splits = data.load_splits(assets.resolve_dataset(ds["id"]), ds["text_column"], ds["label_column"],
@@ -50,11 +50,11 @@ def timed_runs(pipe: EarlyExitPipeline, texts: list[str], policies: dict[str, Po
                repeats: int) -> dict[str, tuple[list[float], Result]]:
     """Run each policy `repeats` times, interleaved, rotating the order; one warm-up pass first."""
     names = list(policies)
-    pipe.run(texts[: min(len(texts), 2 * batch_size)], FullDepth(), batch_size)  # warm-up
+    pipe.run(texts[: min(len(texts), 2 * batch_size)], FullDepth(), batch_size=batch_size)  # warm-up
     out: dict[str, tuple[list[float], Result]] = {n: ([], None) for n in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            res = pipe.run(texts, policies[name], batch_size)
+            res = pipe.run(texts, policies[name], batch_size=batch_size)
             out[name][0].append(res.stats.total_s)
             out[name] = (out[name][0], res)
     return out

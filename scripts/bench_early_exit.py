@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynexport.bench import environment, write_json
+from dynexport.bench.env import environment, write_json
 from dynexport.calibration import evaluate as replay_eval
 from dynexport.evaluate import artifact_split, rows, timed_runs
 from dynexport.runtime import EntropyPolicy, FullDepth, load
@@ -36,10 +36,10 @@ def ensure_artifact(exits: list[int], precision: str, out_root: Path) -> Path:
     out = out_root / f"bert-exits-{'-'.join(map(str, exits))}-{precision}"
     if (out / "manifest.json").is_file():
         return out
-    from dynexport.export.bert_exits import export
-    from dynexport.recipe import load_recipe
-    recipe = load_recipe(None, {"exits.layers": exits, "quantization.quant_mode": "int8" if precision == "int8" else "none"})
-    export(recipe, out)
+    from dynexport import methods
+    recipe = methods.get("early-exit").load_recipe(None, {
+        "exits.layers": exits, "quantization.quant_mode": "int8" if precision == "int8" else "none"})
+    methods.export("early-exit", recipe, out)
     return out
 
 

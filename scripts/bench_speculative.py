@@ -1,7 +1,7 @@
 """Speculative-decoding benchmark → benchmarks/speculative.json + benchmarks/speculative.png.
 
     python scripts/bench_speculative.py [--precisions fp16 int8] [--ks 1 2 3 4 6 8] [--max-new-tokens 64]
-        [--prompts 24] [--draft drafts/smollm2-135m-draft]
+        [--prompts 24] [--draft dynexport/weights/speculative/smollm2-135m-draft]
 
 One process, one machine, the same held-out real prompts (Lee news test documents and held-out
 Python stdlib functions, `lm_data.bench_prompts`) for every configuration, run prompt by prompt with
@@ -22,8 +22,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dynexport.lm_bench import (GENAI_CFG, aggregate, common_args, ensure_genai, ensure_speculative, genai,
-                                interleaved, measure_precisions, ours, verify_cost_curve)
+from dynexport.bench.lm import (
+    GENAI_CFG,
+    aggregate,
+    common_args,
+    ensure_genai,
+    ensure_speculative,
+    genai,
+    interleaved,
+    measure_precisions,
+    ours,
+    verify_cost_curve,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,9 +51,10 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
     pipe = load(art, "openvino")
     g_target = og.LLMPipeline(str(gt), "CPU", **GENAI_CFG)
     g_spec = og.LLMPipeline(str(gt), "CPU", draft_model=og.draft_model(str(gd), "CPU", **GENAI_CFG), **GENAI_CFG)
-    configs = [("ours", "target", 0)] + [("ours", f"k={k}", k) for k in args.ks] + [("ours", "adaptive", "adaptive")]
+    configs = [("ours", "target", 0)] + [("ours", f"k={k}", k) for k in args.ks]
+    configs += [("ours", "adaptive", "adaptive")]
     configs += [("genai", "target", 0)] + [("genai", f"speculative k={k}", k) for k in args.genai_ks]
-    runners = {"ours": lambda p, k, s, seed: ours(pipe, p, args.max_new_tokens, s, seed, num_draft_tokens=k),
+    runners = {"ours": lambda p, k, s, seed: ours(pipe, p, args.max_new_tokens, s, seed, draft=k),
                "genai": lambda p, k, s, seed: genai(g_spec if k else g_target, p, args.max_new_tokens, k, s, seed)}
     for lib, _, k in configs:  # warm-up: first calls allocate
         runners[lib](prompts[0]["prompt"], k, False, 0)
@@ -59,9 +70,9 @@ def measure(precision: str, args, prompts: list[dict]) -> dict:
                 for key, v in per.items() if key.startswith("ours/")}
             results[mode]["genai_target_text_identical"] = sum(
                 pipe.tokenizer.decode(a["ids"]) == b["text"] for a, b in zip(ref, per["genai/target"])) / len(ref)
-    c = float(pipe.manifest.defaults["draft_cost_ratio"])
+    c = float(pipe.manifest.defaults.draft_cost_ratio)
     run = {"precision": precision, "artifact": art.name, "draft_cost_ratio": c,
-            "verify_slope": pipe.manifest.defaults.get("verify_slope"),
+            "verify_slope": pipe.manifest.defaults.verify_slope,
             "genai_draft_note": "genai's draft is the same layers and weights with the full-vocabulary head "
                                 "(it cannot take a truncated vocabulary)",
             "verify_cost_ms": verify_cost_curve(pipe), "results": results}
@@ -85,14 +96,16 @@ def summarize(runs: list[dict]) -> dict:
         raise RuntimeError("no speculative setting gave greedy output identical to the target's")
     tok_s, run, key = best
     g = run["results"]["greedy"]
-    genai_spec = max((v["tok_per_s"], k) for k, v in g.items() if k.startswith("genai/speculative") and "tok_per_s" in v)
+    genai_spec = max((v["tok_per_s"], k) for k, v in g.items()
+                     if k.startswith("genai/speculative") and "tok_per_s" in v)
     return {"speedup_vs_target": tok_s / g["ours/target"]["tok_per_s"],
             "speedup_vs_genai_speculative": tok_s / genai_spec[0],
             "speedup_vs_genai_target": tok_s / g["genai/target"]["tok_per_s"],
             "setting": key.split("/", 1)[1], "precision": run["precision"], "mode": "greedy", "backend": "openvino",
             "tok_per_s": tok_s, "target_tok_per_s": g["ours/target"]["tok_per_s"],
             "genai_speculative_best": genai_spec[1], "genai_speculative_tok_per_s": genai_spec[0],
-            "acceptance_rate": g[key].get("acceptance_rate"), "mean_accepted_length": g[key].get("mean_accepted_length"),
+            "acceptance_rate": g[key].get("acceptance_rate"),
+            "mean_accepted_length": g[key].get("mean_accepted_length"),
             "draft_cost_ratio": run["draft_cost_ratio"],
             "targets": {"speedup_vs_target": 2.0, "speedup_vs_genai_speculative": 1.2}}
 
@@ -102,7 +115,7 @@ def add_theory(run: dict) -> None:
     issue's formula (a verify call costs one target call), and the same with the measured cost of
     verifying k + 1 positions in one call (the verify curve) instead of 1."""
     curve = {r["n"]: r["ms"] for r in run["verify_cost_ms"]}
-    for mode, g in run["results"].items():
+    for g in run["results"].values():
         alpha = g.get("ours/k=1", {}).get("acceptance_rate")
         if alpha is None:
             continue
@@ -133,7 +146,8 @@ def plot(runs: list[dict], path: Path) -> None:
             for key, style in (("ours/target", "-"), ("genai/target", "--")):
                 ax.axhline(g[key]["tok_per_s"], ls=style, lw=1, c="gray" if "ours" in key else "k")
             gk = sorted(int(k.split("=")[1]) for k in g if k.startswith("genai/speculative k=") and "tok_per_s" in g[k])
-            ax.plot(gk, [g[f"genai/speculative k={k}"]["tok_per_s"] for k in gk], "s:", label=f"genai spec {run['precision']}")
+            ax.plot(gk, [g[f"genai/speculative k={k}"]["tok_per_s"] for k in gk], "s:",
+                    label=f"genai spec {run['precision']}")
             ax.plot([g["ours/adaptive"]["mean_k"]], [g["ours/adaptive"]["tok_per_s"]], "*", ms=13,
                     label=f"dynexport adaptive {run['precision']}")
             ax.set(title=f"{mode}: tok/s vs draft length k (lines: target alone; solid ours, dashed genai)",

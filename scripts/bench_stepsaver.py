@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dynexport.bench import environment, write_json
+from dynexport import paths
+from dynexport.bench.env import environment, write_json
 from dynexport.emoji_data import load_emoji
 from dynexport.metrics import ssim
 
@@ -32,18 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ensure(out: Path, weight_format: str, quant_mode: str) -> Path:
     """The artifact from the recipe's models, re-exported when the UNet or predictor changed."""
-    from dynexport.export.diffusion import export
+    from dynexport import methods
     from dynexport.manifest import sha256_file
-    from dynexport.recipe import StepSaverRecipe, load_recipe
-    r = load_recipe(None, None, StepSaverRecipe)
-    unet, pred = r.path(r.models.unet), r.path(r.models.predictor)
-    if pred is None:
-        raise SystemExit("recipes/stepsaver.toml names no step predictor; train one with scripts/train_step_predictor.py")
-    shas = {"unet_sha256": sha256_file(unet / "unet.safetensors"), "predictor_sha256": sha256_file(pred / "predictor.safetensors")}
+    r = methods.get("stepsaver").load_recipe(None, {"quantization.weight_format": weight_format,
+                                                    "quantization.quant_mode": quant_mode})
+    if not r.models.predictor:
+        raise SystemExit("the StepSaver recipe (dynexport/recipes/stepsaver.toml) names no step predictor; "
+                         "train one with scripts/train_step_predictor.py")
+    unet = paths.resolve_weights(r.models.unet, "stepsaver", "UNet")
+    pred = paths.resolve_weights(r.models.predictor, "stepsaver", "step predictor")
+    shas = {"unet_sha256": sha256_file(unet / "unet.safetensors"),
+            "predictor_sha256": sha256_file(pred / "predictor.safetensors")}
     m = out / "manifest.json"
     if not m.is_file() or any(json.loads(m.read_text())["source"][k] != v for k, v in shas.items()):
-        export(unet, out, pred, weight_format, quant_mode, r.sampling.scheduler, r.sampling.full_steps,
-               r.sampling.guidance_scale, overwrite=True)
+        methods.export("stepsaver", r, out, overwrite=True)
     return out
 
 
@@ -72,7 +75,8 @@ def quality(res: dict, ref: np.ndarray, scorer, text: np.ndarray, caption_idx: n
         imgs = np.stack(d["images"])
         sim = ssim(imgs, ref)
         out[name] = {"mean_steps": float(np.mean(d["steps"])), "wall_s_total": float(np.sum(d["wall_s"])),
-                     "wall_ms_median": 1e3 * float(np.median(d["wall_s"])), "unet_s_total": float(np.sum(d["unet_s"])),
+                     "wall_ms_median": 1e3 * float(np.median(d["wall_s"])),
+                     "unet_s_total": float(np.sum(d["unet_s"])),
                      "predictor_ms_mean": 1e3 * float(np.mean(d["predictor_s"])),
                      "ssim_mean": float(sim.mean()), "ssim_min": float(sim.min()),
                      **caption_scores(scorer, imgs, text, caption_idx, fam_of, families),
@@ -108,7 +112,8 @@ def summarize(q: dict, full_steps: int) -> dict:
            "family_accuracy_drop_pt": 100 * (f["family_accuracy"] - s["family_accuracy"]),
            "vs_fixed_same_mean_accuracy_gain_pt": 100 * (s["accuracy"] - fm["accuracy"]),
            "vs_fixed_same_mean_ssim_gain": s["ssim_mean"] - fm["ssim_mean"],
-           "full_accuracy": f["accuracy"], "caption_rank_pct_drop_pt": 100 * (f["caption_rank_pct"] - s["caption_rank_pct"]),
+           "full_accuracy": f["accuracy"],
+           "caption_rank_pct_drop_pt": 100 * (f["caption_rank_pct"] - s["caption_rank_pct"]),
            "vs_fixed_same_mean_rank_pct_gain_pt": 100 * (s["caption_rank_pct"] - fm["caption_rank_pct"]),
            "fixed_same_mean_steps": fm["mean_steps"],
            "targets": {"step_reduction": 3.0, "wall_speedup": 2.5, "ssim_mean": 0.95, "accuracy_drop_pt": 1.0}}
@@ -123,11 +128,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=0, help="0 = every test-split caption")
     ap.add_argument("--no-int8", action="store_true")
-    ap.add_argument("--scorer", type=Path, default=ROOT / "models" / "openmoji-scorer")
+    ap.add_argument("--scorer", type=Path, default=paths.committed("stepsaver") / "openmoji-scorer")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stepsaver.json")
     args = ap.parse_args()
+    from dynexport.models.sentence import caption_embeddings
     from dynexport.runtime import load
-    from dynexport.train.diffusion import caption_embeddings
     from dynexport.train.scorer import load_scorer
     data = load_emoji(32)
     test = data.split("test")[: args.prompts or None]
@@ -140,7 +145,7 @@ def main() -> None:
     same_mean = int(round(float(predicted.mean())))
     configs = [("full", "fp32", m.full_steps), ("stepsaver", "fp32", "auto"), ("fixed-same-mean", "fp32", same_mean)]
     configs += [("stepsaver-int8", "int8", "auto")] if "int8" in pipes else []
-    for name, key, steps in configs:  # warm-up
+    for _name, key, steps in configs:  # warm-up
         pipes[key].generate([prompts[0]], seed=0, steps=steps)
     print(f"{len(prompts)} held-out prompts; StepSaver mean {predicted.mean():.2f} steps -> fixed baseline {same_mean}",
           flush=True)

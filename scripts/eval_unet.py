@@ -1,7 +1,8 @@
 """Compare trained StepSaver UNets on held-out prompts: does the caption-match scorer recognise their images,
 and how fast do they converge? → benchmarks/unet_eval.json
 
-    python scripts/eval_unet.py models/openmoji-unet32 /path/to/other-unet [--prompts 406] [--counts 10,20]
+    python scripts/eval_unet.py dynexport/weights/stepsaver/openmoji-unet32 /path/to/other-unet [--prompts 406]
+        [--counts 10,20]
 
 Per UNet: torch + diffusers DPM-Solver++ 2M (the recipe's scheduler, guidance 1) at the full 50 steps on every
 test-split caption, one seed per prompt; the scorer's caption accuracy, family accuracy and the prompt caption's
@@ -19,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dynexport.bench import environment, write_json
+from dynexport import paths
+from dynexport.bench.env import environment, write_json
 from dynexport.emoji_data import load_emoji
 from dynexport.metrics import ssim
+from dynexport.models.sentence import caption_embeddings
+from dynexport.models.unet import load_unet
 from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS
-from dynexport.train.diffusion import caption_embeddings, load_unet
 from dynexport.train.scorer import caption_scores, load_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +68,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=0, help="0 = every test-split caption")
     ap.add_argument("--counts", default="10,15,20", help="fewer-step counts to compare with the 50-step image")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scorer", type=Path, default=ROOT / "models" / "openmoji-scorer")
+    ap.add_argument("--scorer", type=Path, default=paths.committed("stepsaver") / "openmoji-scorer")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "unet_eval.json")
     args = ap.parse_args()
     torch.set_num_threads(2)

@@ -1,6 +1,6 @@
 """Compare exit-head training variants on a stage-1 checkpoint's frozen encoder (validation split).
 
-    python scripts/explore_exit_heads.py --checkpoint checkpoints/all-mpnet-base-v2-deebert-<key>
+    python scripts/explore_exit_heads.py --checkpoint dynexport/weights/early_exit/all-mpnet-base-v2-deebert-<key>
         [--train-examples 4000]
 
 Pooled features of every layer are computed once; then heads are trained per variant (label CE,
@@ -20,9 +20,9 @@ import torch
 
 from dynexport import assets, data
 from dynexport.calibration import choose, sweep
-from dynexport.export.encoder_segments import ExitHead, MultiExit
+from dynexport.models.encoder import ExitHead, MultiExit, load_trained, text_encoder
 from dynexport.recipe import load_recipe
-from dynexport.train.bert_exits import collect_logits, load_trained, text_encoder
+from dynexport.train.bert_exits import collect_logits
 
 VARIANTS = [(0.0, 8, 256), (0.5, 8, 256), (1.0, 8, 256), (0.5, 20, 256), (0.5, 8, 768)]  # distill, epochs, width
 

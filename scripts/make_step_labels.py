@@ -5,7 +5,8 @@
 For every OpenMoji caption of the chosen splits (or --prompts of each, spread evenly; the split is
 recorded) and seed, the exported UNet (fp32, through the runtime, batched) draws the image with the
 full schedule and with each candidate count. Scheduler, full step count and guidance default to
-recipes/stepsaver.toml's, so the labels fit the artifact the predictor will ship in.
+the StepSaver recipe's (dynexport/recipes/stepsaver.toml), so the labels fit the artifact the predictor
+will ship in.
 An image at n steps has *converged* when its SSIM to the full-step image is ≥ --ssim and the
 caption-match scorer agrees on both (--agree caption: the same caption; family: the same caption family,
 skin tones merged; none: SSIM only). The default is none because on the committed UNet the scorer's
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dynexport import paths
 from dynexport.emoji_data import load_emoji
 from dynexport.metrics import ssim
 from dynexport.train.step_predictor import converged, label_of
@@ -38,21 +40,25 @@ COUNTS = [3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40]
 
 
 def ensure_artifact(unet: Path, scheduler: str, full: int, guidance: float) -> Path:
-    from dynexport.export.diffusion import export
+    from dynexport import methods
     from dynexport.manifest import sha256_file
     out = ROOT / "exported_models" / f"stepsaver-labels-{scheduler}"
     m = out / "manifest.json"
     have = json.loads(m.read_text()) if m.is_file() else None
     if have is None or have["source"]["unet_sha256"] != sha256_file(unet / "unet.safetensors") \
             or have["guidance_scale"] != guidance or have["full_steps"] != full:
-        export(unet, out, None, weight_format="fp32", scheduler=scheduler, full_steps=full, guidance_scale=guidance,
-               overwrite=True)
+        recipe = methods.get("stepsaver").load_recipe(None, {
+            "models.unet": str(unet), "models.predictor": "", "quantization.weight_format": "fp32",
+            "quantization.quant_mode": "none", "sampling.scheduler": scheduler, "sampling.full_steps": full,
+            "sampling.guidance_scale": guidance})
+        methods.export("stepsaver", recipe, out, overwrite=True)
     return out
 
 
 def spread(rows: np.ndarray, n: int) -> list[int]:
     """At most n of `rows`, evenly spaced (the split is ordered by emoji group: a prefix would be one group)."""
-    return [int(i) for i in rows] if not n or n >= len(rows) else [int(rows[j]) for j in np.linspace(0, len(rows) - 1, n).astype(int)]
+    return ([int(i) for i in rows] if not n or n >= len(rows)
+            else [int(rows[j]) for j in np.linspace(0, len(rows) - 1, n).astype(int)])
 
 
 def chunk_scores(pipe, scorer, text: np.ndarray, family: np.ndarray, prompts: list[str], seed: int, full: int) -> dict:
@@ -72,15 +78,16 @@ def chunk_scores(pipe, scorer, text: np.ndarray, family: np.ndarray, prompts: li
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--unet", type=Path, default=ROOT / "models" / "openmoji-unet32")
-    ap.add_argument("--scorer", type=Path, default=ROOT / "models" / "openmoji-scorer")
+    ap.add_argument("--unet", type=Path, default=paths.committed("stepsaver") / "openmoji-unet32")
+    ap.add_argument("--scorer", type=Path, default=paths.committed("stepsaver") / "openmoji-scorer")
     from dynexport.recipe import StepSaverRecipe, load_recipe
     sampling = load_recipe(None, None, StepSaverRecipe).sampling
     ap.add_argument("--scheduler", default=sampling.scheduler)
     ap.add_argument("--full-steps", type=int, default=sampling.full_steps)
     ap.add_argument("--guidance", type=float, default=sampling.guidance_scale)
     ap.add_argument("--seeds", type=int, default=1)
-    ap.add_argument("--prompts", type=int, default=0, help="at most this many captions per split, spread evenly (0 = all)")
+    ap.add_argument("--prompts", type=int, default=0,
+                    help="at most this many captions per split, spread evenly (0 = all)")
     ap.add_argument("--splits", default="train,val", help="which splits' captions to label (test is the bench's)")
     ap.add_argument("--agree", choices=["none", "family", "caption"], default="none")
     ap.add_argument("--chunk", type=int, default=128)
@@ -88,8 +95,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "stepsaver_labels.json")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
+    from dynexport.models.sentence import caption_embeddings
     from dynexport.runtime import load
-    from dynexport.train.diffusion import caption_embeddings
     from dynexport.train.scorer import load_scorer
     data = load_emoji(32)
     split = {int(i): s for s in ("train", "val", "test") for i in data.split(s)}
@@ -131,7 +138,8 @@ def main() -> None:
                "unet_sha256": pipe.manifest.source["unet_sha256"],
                "ssim_threshold": args.ssim, "agree": args.agree, "rule": "smallest count from which every larger "
                "count has SSIM >= threshold to the full-step image"
-               + ("" if args.agree == "none" else f" and the same scorer {args.agree}"), "summary": summary, "records": records}
+               + ("" if args.agree == "none" else f" and the same scorer {args.agree}"),
+               "summary": summary, "records": records}
     args.out.write_text(json.dumps(payload) + "\n")
     print(json.dumps(summary, indent=1))
 

@@ -1,7 +1,12 @@
 """Train (or reuse) the early-exit checkpoint of a recipe and print its validation picture.
 
-    python scripts/train_bert_exits.py [--recipe recipes/bert_early_exit.toml] [--scheme joint|deebert]
-        [--max-train-examples N] [--model ID_OR_DIR]
+    python scripts/train_bert_exits.py [--recipe dynexport/recipes/early_exit.toml] [--scheme joint|deebert]
+        [--max-train-examples N] [--model ID_OR_DIR] [--checkpoint-dir DIR]
+
+Checkpoints are looked up and written in the recipe's training.checkpoint_dir; by default that is the
+committed dir (dynexport/weights/early_exit) when it holds this recipe's checkpoint, else the cache
+($DYNEXPORT_CACHE/checkpoints, default ~/.cache/dynexport/checkpoints). `--checkpoint-dir
+dynexport/weights/early_exit` trains straight into the committed weights.
 
 Prints per-layer validation accuracy and, for a few exit sets, the entropy-threshold trade-off with
 costs proportional to layer counts (the export re-calibrates with measured segment costs).
@@ -27,9 +32,12 @@ def main() -> None:
     ap.add_argument("--scheme", choices=["joint", "deebert"])
     ap.add_argument("--max-train-examples", type=int)
     ap.add_argument("--model")
+    ap.add_argument("--checkpoint-dir", help="where checkpoints are looked up and written [default: the recipe's "
+                    "training.checkpoint_dir; empty: the committed dir if it has this one, else the cache]")
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, {"training.scheme": args.scheme, "model.id": args.model,
-                                       "training.max_train_examples": args.max_train_examples})
+                                       "training.max_train_examples": args.max_train_examples,
+                                       "training.checkpoint_dir": args.checkpoint_dir})
     d = recipe.dataset
     splits = data.load_splits(assets.resolve_dataset(d.id), d.text_column, d.label_column, d.labels,
                               d.val_size, d.test_size, d.seed)

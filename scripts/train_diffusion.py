@@ -1,6 +1,7 @@
-"""Train StepSaver's text-to-image diffusion model on OpenMoji at 32×32 on CPU → models/openmoji-unet32/.
+"""Train StepSaver's text-to-image diffusion model on OpenMoji at 32×32 on CPU →
+dynexport/weights/stepsaver/openmoji-unet32/ (its preview grid: docs/img/openmoji-unet32-preview.png).
 
-    python scripts/train_diffusion.py [--steps 6000] [--batch 64] [--out models/openmoji-unet32]
+    python scripts/train_diffusion.py [--steps 6000] [--batch 64] [--out dynexport/weights/stepsaver/openmoji-unet32]
     python scripts/train_diffusion.py --snapshot   # save the latest checkpoint's EMA to --out (+ preview PNG)
     python scripts/train_diffusion.py --export-data D.safetensors   # images + caption embeddings, one file
     python scripts/train_diffusion.py --data D.safetensors --device cuda --minutes 8 --batch 256 ...
@@ -26,10 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dynexport import paths
 from dynexport.assets import cache_dir
 from dynexport.emoji_data import ATTRIBUTION, load_emoji
-from dynexport.train.diffusion import (TrainCfg, UNetCfg, caption_embeddings, load_checkpoint_ema, preview, save_unet,
-                                       train)
+from dynexport.models.sentence import caption_embeddings
+from dynexport.models.unet import UNetCfg, save_unet
+from dynexport.train.diffusion import TrainCfg, load_checkpoint_ema, preview, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,22 +81,25 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=TrainCfg.lr)
     ap.add_argument("--ema-decay", type=float, default=TrainCfg.ema_decay)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPUs, CPUs with AVX512-BF16 / AMX)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="autocast to bfloat16 (GPUs, CPUs with AVX512-BF16 / AMX)")
     ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     ap.add_argument("--minutes", type=float, default=0.0, help="wall-time budget: re-plans --steps to fit it")
     ap.add_argument("--ckpt-every", type=int, default=TrainCfg.ckpt_every)
     ap.add_argument("--data", type=Path, default=None, help="train from a bundle written by --export-data")
     ap.add_argument("--export-data", type=Path, default=None, help="write the training bundle and stop")
-    ap.add_argument("--out", type=Path, default=ROOT / "models" / "openmoji-unet32")
+    ap.add_argument("--out", type=Path, default=paths.committed("stepsaver") / "openmoji-unet32")
     ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--note", default="", help="recorded in unet.json (e.g. how earlier runs of this checkpoint differed)")
+    ap.add_argument("--note", default="",
+                    help="recorded in unet.json (e.g. how earlier runs of this checkpoint differed)")
     ap.add_argument("--snapshot", action="store_true", help="no training: save the latest checkpoint's EMA weights")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ucfg = UNetCfg(size=args.size, channels=tuple(int(c) for c in args.channels.split(",")))
     tcfg = TrainCfg(steps=args.steps, batch=args.batch, lr=args.lr, bf16=args.bf16, ema_decay=args.ema_decay,
                     device=args.device, minutes=args.minutes, ckpt_every=args.ckpt_every)
-    work = args.work or cache_dir() / "diffusion-work" / f"s{ucfg.size}-c{args.channels.replace(',', '_')}-b{tcfg.batch}"
+    run_name = f"s{ucfg.size}-c{args.channels.replace(',', '_')}-b{tcfg.batch}"
+    work = args.work or cache_dir() / "diffusion-work" / run_name
     work.mkdir(parents=True, exist_ok=True)
     images, emb, captions = load_bundle(args.data) if args.data else local_data(ucfg, work)
     if args.export_data:
@@ -107,7 +113,7 @@ def main() -> None:
     else:
         unet, tcfg = train(images, emb, ucfg, tcfg, work, log=lambda m: print(m, flush=True))
         done = tcfg.steps
-    write_preview(unet, ucfg, emb, captions, args.out.with_name(args.out.name + "-preview.png"))
+    write_preview(unet, ucfg, emb, captions, ROOT / "docs" / "img" / (args.out.name + "-preview.png"))
     params = sum(p.numel() for p in unet.parameters())
     save_unet(unet, ucfg, args.out, {
         "steps": done, "planned_steps": tcfg.steps, "batch": tcfg.batch, "lr": tcfg.lr, "bf16": tcfg.bf16,

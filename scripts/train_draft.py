@@ -1,7 +1,10 @@
-"""Train the speculative-decoding draft for SmolLM2-135M-Instruct on CPU → drafts/<name>/ (committed delta).
+"""Train the speculative-decoding draft for SmolLM2-135M-Instruct on CPU → dynexport/weights/speculative/<name>/
+(committed delta).
 
-    python scripts/train_draft.py [--layers 0,1,2,3] [--vocab-size 8192] [--steps 600] [--out drafts/smollm2-l4]
-    python scripts/train_draft.py --init drafts/smollm2-135m-draft --onpolicy-prompts 320 --steps 500 --lr 6e-4
+    python scripts/train_draft.py [--layers 0,1,2,3] [--vocab-size 8192] [--steps 600]
+        [--out dynexport/weights/speculative/smollm2-l4]
+    python scripts/train_draft.py --init dynexport/weights/speculative/smollm2-135m-draft --onpolicy-prompts 320
+        --steps 500 --lr 6e-4
 
 Resumable: data, teacher top-k shards and training checkpoints live in --work (default
 $DYNEXPORT_CACHE/draft-work/<name>); rerun the same command after an interruption. Progress goes to
@@ -17,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from dynexport.assets import cache_dir, smollm2_dir
+from dynexport import paths
+from dynexport.assets import cache_dir
+from dynexport.models.gguf import smollm2_dir
 from dynexport.train.draft import DraftCfg, run
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -37,7 +40,7 @@ def main() -> None:
                     help="extra target continuations (half greedy) with top-k recorded while generating")
     ap.add_argument("--init", type=Path, default=None, help="draft delta dir to start from (warm start)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "drafts" / "smollm2-135m-draft")
+    ap.add_argument("--out", type=Path, default=paths.committed("speculative") / "smollm2-135m-draft")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -51,7 +54,7 @@ def main() -> None:
                       f"-on{cfg.onpolicy_prompts}" + (f"-init-{args.init.name}" if args.init else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)  # noqa: E731
+    log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)
     summary = run(smollm2_dir(), args.out, work, cfg, log, run_dir=run_dir, init=args.init)
     print(json.dumps(summary, indent=1))
 

@@ -1,16 +1,18 @@
-"""Train the EAGLE head for SmolLM2-135M-Instruct on CPU → heads/<name>/ (committed, fp16).
+"""Train the EAGLE head for SmolLM2-135M-Instruct on CPU → dynexport/weights/eagle/<name>/ (committed, fp16).
 
-    python scripts/train_eagle.py [--vocab-size 8192] [--depth 3] [--steps 800] [--out heads/smollm2-135m-eagle]
+    python scripts/train_eagle.py [--vocab-size 8192] [--depth 3] [--steps 800]
+        [--out dynexport/weights/eagle/smollm2-135m-eagle]
     python scripts/train_eagle.py --data-only     # compute the target's features and stop
-    python scripts/train_eagle.py --target DIR --out heads/my-eagle   # another Llama-family target
-    python scripts/train_eagle.py --init heads/smollm2-135m-eagle --steps 1200 --lr 7e-4 --eval-every 200
-                                                  # train an existing head further (a new cosine schedule)
+    python scripts/train_eagle.py --target DIR --out OUT   # another Llama-family target
+    python scripts/train_eagle.py --init dynexport/weights/eagle/smollm2-135m-eagle --steps 1200 --lr 7e-4
+        --eval-every 200                          # train an existing head further (a new cosine schedule)
 
 Data (see dynexport/train/eagle.py): the separate draft's token chunks and on-policy generations
 (cached in $DYNEXPORT_CACHE/draft-work/…, made on first use) and the target's features, computed
 once into --work (default $DYNEXPORT_CACHE/eagle-work). Another --target (a local Llama-family
 checkpoint dir: config.json, model.safetensors, tokenizer files) gets its own data and feature dirs
-(keyed by its weights' sha256) and its own head; export it with `dynexport eagle --target DIR --head OUT`.
+(keyed by its weights' sha256) and its own head; export it with
+`dynexport export eagle -m DIR --head OUT OUT_DIR`.
 Resumable: rerun the same command after an interruption. Progress goes to stdout (run it with nohup
 and a log file).
 """
@@ -25,11 +27,12 @@ from pathlib import Path
 
 import torch
 
-from dynexport.assets import cache_dir, smollm2_dir
+from dynexport import paths
+from dynexport.assets import cache_dir
 from dynexport.manifest import sha256_file
+from dynexport.models.gguf import smollm2_dir
 from dynexport.train.eagle import EagleCfg, chain_acceptance, load_data, train_head
 
-ROOT = Path(__file__).resolve().parents[1]
 DRAFT_DATA = "t1500000-g96-s256-k32"  # the draft's data key (train_draft.py defaults)
 
 
@@ -48,7 +51,8 @@ def main() -> None:
     ap.add_argument("--onpolicy-prompts", type=int, default=320)
     ap.add_argument("--data-only", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=None, help="[default: heads/smollm2-135m-eagle; required with --target]")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="[default: dynexport/weights/eagle/smollm2-135m-eagle; required with --target]")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,12 +60,12 @@ def main() -> None:
                     eval_every=args.eval_every)
     if args.target is not None and args.out is None:
         ap.error("--target needs --out (the head dir to write)")
-    out = args.out or ROOT / "heads" / "smollm2-135m-eagle"
+    out = args.out or paths.committed("eagle") / "smollm2-135m-eagle"
     target_dir = args.target or smollm2_dir()
     tag = "" if args.target is None else "-" + sha256_file(target_dir / "model.safetensors")[:12]
     work = args.work or cache_dir() / "eagle-work"
     t0 = time.time()
-    log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)  # noqa: E731
+    log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)
     data = load_data(target_dir, cache_dir() / "draft-work" / (DRAFT_DATA + tag), work / f"features{tag}",
                      args.onpolicy_prompts, log)
     if args.data_only:
@@ -74,7 +78,7 @@ def main() -> None:
 
 
 def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log, init: Path | None = None) -> dict:
-    from dynexport.export.eagle_head import init_head, load_head, save_head
+    from dynexport.models.eagle_head import init_head, load_head, save_head
     from dynexport.train.draft import choose_vocab, vocab_coverage
     lcfg, sd, sha, n = data["target"]
     ids, feats, top1 = data["real"]
@@ -87,7 +91,8 @@ def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log, ini
         head, spec = load_head(init, lcfg, sd, sha)
         vocab_ids, earlier = spec["vocab_ids"], spec["training"]
         if cfg.vocab_size not in (0, len(vocab_ids)) or (cfg.vocab_size == 0 and len(vocab_ids) != lcfg_vocab(sd)):
-            raise SystemExit(f"--init {init} has a {len(vocab_ids)}-token draft vocabulary, not --vocab-size {cfg.vocab_size}")
+            raise SystemExit(f"--init {init} has a {len(vocab_ids)}-token draft vocabulary, "
+                             f"not --vocab-size {cfg.vocab_size}")
     else:
         vocab_ids = (torch.arange(lcfg_vocab(sd)) if cfg.vocab_size == 0
                      else choose_vocab(train_top1, cfg.vocab_size, data["eos_ids"]))  # EOS always draftable

@@ -1,4 +1,4 @@
-"""Train the caption-match scorer StepSaver's quality checks use → models/openmoji-scorer/.
+"""Train the caption-match scorer StepSaver's quality checks use → dynexport/weights/stepsaver/openmoji-scorer/.
 
     python scripts/train_scorer.py [--epochs 30]
 
@@ -18,18 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dynexport import paths
 from dynexport.emoji_data import ATTRIBUTION, load_emoji
-from dynexport.train.diffusion import caption_embeddings, to_unit
+from dynexport.models.sentence import caption_embeddings
+from dynexport.models.unet import to_unit
 from dynexport.train.scorer import embed_images, save_scorer, train_scorer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "models" / "openmoji-scorer")
+    ap.add_argument("--out", type=Path, default=paths.committed("stepsaver") / "openmoji-scorer")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_emoji(32)

@@ -1,11 +1,12 @@
-"""Train StepSaver's step predictor on the step labels → models/openmoji-step-predictor/.
+"""Train StepSaver's step predictor on the step labels → dynexport/weights/stepsaver/openmoji-step-predictor/.
 
     python scripts/train_step_predictor.py [--labels benchmarks/stepsaver_labels.json] [--target-ssim 0.96]
 
 Trains on the train-split prompts (every seed's label is one example), then calibrates the safety
 margin on the val split: the smallest margin whose chosen counts keep the mean SSIM to the full-step
 image (measured at every count by make_step_labels.py) at least --target-ssim; it also reports the one
-global count that does the same, the baseline the predictor has to beat. Test-split prompts are untouched (bench_stepsaver.py uses them).
+global count that does the same, the baseline the predictor has to beat. Test-split prompts are untouched
+(bench_stepsaver.py uses them).
 Labels can be re-derived at another SSIM threshold from the stored per-count scores (--ssim).
 """
 
@@ -18,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dynexport import paths
 from dynexport.manifest import StepPredictorInfo
+from dynexport.models.sentence import caption_embeddings
+from dynexport.models.step_predictor import PredictorCfg, save_predictor
 from dynexport.runtime.policies import choose_steps
-from dynexport.train.diffusion import caption_embeddings
-from dynexport.train.step_predictor import (PredictorCfg, calibrate_margin, converged, label_of, save_predictor,
-                                           train_predictor)
+from dynexport.train.step_predictor import calibrate_margin, converged, label_of, train_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,11 +38,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labels", type=Path, default=ROOT / "benchmarks" / "stepsaver_labels.json")
     ap.add_argument("--ssim", type=float, default=None, help="re-derive labels at this SSIM threshold")
-    ap.add_argument("--agree", choices=["none", "family", "caption"], default=None, help="re-derive labels with this agreement")
+    ap.add_argument("--agree", choices=["none", "family", "caption"], default=None,
+                    help="re-derive labels with this agreement")
     ap.add_argument("--target-ssim", type=float, default=0.96,
                     help="the margin keeps the val images' mean SSIM to their full-step images at least this")
     ap.add_argument("--epochs", type=int, default=PredictorCfg.epochs)
-    ap.add_argument("--out", type=Path, default=ROOT / "models" / "openmoji-step-predictor")
+    ap.add_argument("--out", type=Path, default=paths.committed("stepsaver") / "openmoji-step-predictor")
     args = ap.parse_args()
     torch.set_num_threads(2)
     payload = json.loads(args.labels.read_text())
@@ -67,7 +70,8 @@ def main() -> None:
                   "guidance": payload["guidance"], "full_steps": payload["full_steps"],
                   "unet_sha256": payload.get("unet_sha256"), "mean_label_train": float(labels[tr].mean())})
     save_predictor(model, cfg, info, args.out)
-    print(json.dumps({"margin": info.margin, "chosen": cal["chosen"], "constant_same_target": cal["constant_same_target"],
+    print(json.dumps({"margin": info.margin, "chosen": cal["chosen"],
+                      "constant_same_target": cal["constant_same_target"],
                       "label_covered": cal["label_covered"],
                       "mean_label_val": float(labels[va].mean())}, indent=1))
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import BLOCK_TORCH, export_lm, make_tiny_llama, pvalue, run_cli, target_dists
 
-from dynexport.export.eagle_head import init_head
-from dynexport.export.llama import LlamaCfg, causal_mask
+from dynexport.models.eagle_head import init_head
+from dynexport.models.llama import LlamaCfg, causal_mask
+from dynexport.runtime import FixedDraft, TreeCfg
 from dynexport.train.eagle import chain_acceptance, eagle_loss, ttt_mask, unrolled
 
 CFG = LlamaCfg(hidden=32, heads=4, kv_heads=2, head_dim=8, rope_theta=10000.0, eps=1e-6)
@@ -16,7 +18,7 @@ CFG = LlamaCfg(hidden=32, heads=4, kv_heads=2, head_dim=8, rope_theta=10000.0, e
 
 def _tiny_sd(layers: int = 2, vocab: int = 50, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g) * 0.2  # noqa: E731
+    r = lambda *s: torch.randn(*s, generator=g) * 0.2
     h, kv = CFG.hidden, CFG.kv_heads * CFG.head_dim
     sd = {"model.embed_tokens.weight": r(vocab, h), "model.norm.weight": 1 + r(h)}
     for i in range(layers):
@@ -97,12 +99,10 @@ def test_export_manifest_parity_and_cost_curve(tiny_eagle):
 
 
 def test_head_for_another_target_is_refused(tiny_eagle, tmp_path):
-    from conftest import make_tiny_llama
     from dynexport.errors import AssetError
-    from dynexport.export.eagle import export
     other = make_tiny_llama(tmp_path / "other", seed=5, train_steps=0)
     with pytest.raises(AssetError, match="trained for another target"):
-        export(other, tiny_eagle["head"], tmp_path / "out")
+        export_lm("eagle", tmp_path / "out", other, tiny_eagle["head"])
     assert not (tmp_path / "out").exists()
 
 
@@ -123,9 +123,9 @@ def test_greedy_chain_and_tree_equal_the_target(eagle):
     accepted (the trained tiny head), so accepted paths and head/target cache updates are exercised."""
     accepted = 0
     for prompt in PROMPTS:
-        ref = eagle.generate(prompt, max_new_tokens=24, num_draft_tokens=0, ignore_eos=True)
-        for kw in ({"num_draft_tokens": 1}, {"num_draft_tokens": 4},
-                   {"tree": {"depth": 4, "topk": 3, "max_tokens": 10, "dynamic": False}}, {"tree": {}}, {}):
+        ref = eagle.generate(prompt, max_new_tokens=24, draft=0, ignore_eos=True)
+        for kw in ({"draft": FixedDraft(1)}, {"draft": 4}, {"draft": TreeCfg(depth=4, topk=3, max_tokens=10, dynamic=False)},
+                   {"draft": "tree"}, {}):
             got = eagle.generate(prompt, max_new_tokens=24, ignore_eos=True, **kw)
             assert got.tokens == ref.tokens, (prompt, kw)
             assert got.stats.target_calls < ref.stats.target_calls or got.stats.accepted == 0
@@ -139,11 +139,12 @@ def test_dynamic_tree_deepens_only_when_it_pays(tiny_eagle):
     output stays the target's either way."""
     from dynexport.runtime import load
     pipe = load(tiny_eagle["artifact"], "openvino")
-    ref = pipe.generate("the cat sat", max_new_tokens=30, num_draft_tokens=0, ignore_eos=True)
+    import dataclasses
+    ref = pipe.generate("the cat sat", max_new_tokens=30, draft=0, ignore_eos=True)
     per_round = {}
     for head_ms in (1e6, 0.0):
-        pipe._head_ms = head_ms
-        got = pipe.generate("the cat sat", max_new_tokens=30, tree={"depth": 4, "topk": 3}, ignore_eos=True)
+        pipe.cost = dataclasses.replace(pipe.cost, head_ms=head_ms)
+        got = pipe.generate("the cat sat", max_new_tokens=30, draft=TreeCfg(depth=4, topk=3), ignore_eos=True)
         assert got.tokens == ref.tokens
         rounds = len(got.stats.draft_lengths)
         per_round[head_ms] = (got.stats.draft_calls - 1) / rounds  # −1: the prompt's head update
@@ -156,17 +157,21 @@ def test_long_generation_compacts_caches(tiny_eagle):
     from dynexport.runtime import load
     pipe = load(tiny_eagle["artifact"], "onnxruntime")
     pipe.head.compact_after = pipe.target.compact_after = 8
-    ref = pipe.generate("the dog ran", max_new_tokens=60, num_draft_tokens=0, ignore_eos=True)
-    got = pipe.generate("the dog ran", max_new_tokens=60, tree={"depth": 3, "topk": 4, "max_tokens": 8},
-                        ignore_eos=True)
+    ref = pipe.generate("the dog ran", max_new_tokens=60, draft=0, ignore_eos=True)
+    got = pipe.generate("the dog ran", max_new_tokens=60, draft=TreeCfg(depth=3, topk=4, max_tokens=8), ignore_eos=True)
     assert got.tokens == ref.tokens
 
 
 def test_bad_tree_settings(eagle):
     from dynexport.errors import InputError
-    for kw in ({"tree": {"depth": 0}}, {"tree": {"topk": 1.5}}, {"tree": {"width": 3}}, {"num_draft_tokens": -1},
-               {"num_draft_tokens": 2, "tree": {"depth": 2}}, {"tree": "wide"}):
-        with pytest.raises(InputError):
+    from dynexport.runtime import AdaptiveDraft
+    for make, message in ((lambda: TreeCfg(depth=0), "tree depth"), (lambda: TreeCfg(topk=1.5), "tree topk"),
+                          (lambda: TreeCfg(dynamic="yes"), "tree dynamic"), (lambda: FixedDraft(-1), "0..16")):
+        with pytest.raises(InputError, match=message):
+            make()
+    for kw, message in (({"draft": {"depth": 2}}, "draft must be"), ({"draft": "wide"}, "draft must be"),
+                        ({"draft": AdaptiveDraft()}, "EAGLE sizes its tree itself"), ({"tree": TreeCfg()}, "unknown")):
+        with pytest.raises(InputError, match=message):
             eagle.generate("the cat", max_new_tokens=4, **kw)
     with pytest.raises(InputError, match="empty"):
         eagle.generate("  ", max_new_tokens=4)
@@ -197,8 +202,7 @@ def test_each_verified_node_gets_its_paths_logits(tiny_eagle):
         return commit(keep, **kw)
 
     s.run, s.commit = spy_run, spy_commit
-    pipe.generate("the cat sat", max_new_tokens=20, tree={"depth": 3, "topk": 3, "max_tokens": 8, "dynamic": False},
-                  ignore_eos=True)
+    pipe.generate("the cat sat", max_new_tokens=20, draft=TreeCfg(3, 3, 8, dynamic=False), ignore_eos=True)
     fresh = LMSession(tiny_eagle["artifact"], pipe.manifest.target, "onnxruntime")
     trees = [c for c in calls if c[2] is not None]
     assert len(trees) >= 3
@@ -216,23 +220,22 @@ def test_each_verified_node_gets_its_paths_logits(tiny_eagle):
 # ---- exactness of EAGLE sampling (the chi-square test of test_speculative, on trees) ----
 
 def _eagle_pvalues(pipe, n: int, cfg, **kw) -> tuple[float, float]:
-    from test_speculative import _pvalue, _target_dists
-    p1, p2 = _target_dists(pipe, cfg)
+    p1, p2 = target_dists(pipe, cfg, "the cat sat")
     first, pairs = {}, {}
     for seed in range(n):
         t = pipe.generate("the cat sat", max_new_tokens=2, do_sample=True, temperature=cfg.temperature,
-                          top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, ignore_eos=True, **kw).tokens
+                          top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, ignore_eos=True, **kw).tokens[0]
         first[t[0]] = first.get(t[0], 0) + 1
         pairs[tuple(t)] = pairs.get(tuple(t), 0) + 1
     exp1 = {int(i): float(p1[i]) for i in np.flatnonzero(p1)}
     exp2 = {(a, int(b)): float(p1[a] * p2[a][b]) for a in p2 for b in np.flatnonzero(p2[a])}
-    return _pvalue(exp1, first, n), _pvalue(exp2, pairs, n)
+    return pvalue(exp1, first, n), pvalue(exp2, pairs, n)
 
 
-TREE = {"depth": 3, "topk": 3, "max_tokens": 8, "dynamic": False}
+TREE = TreeCfg(depth=3, topk=3, max_tokens=8, dynamic=False)
 
 
-@pytest.mark.parametrize("kw", [{"tree": TREE}, {"num_draft_tokens": 2}], ids=["tree", "chain"])
+@pytest.mark.parametrize("kw", [{"draft": TREE}, {"draft": 2}], ids=["tree", "chain"])
 def test_eagle_sampling_keeps_target_distribution(tiny_eagle, kw):
     from dynexport.runtime import load
     from dynexport.runtime.sampling import SamplingCfg
@@ -255,7 +258,7 @@ def test_broken_tree_rejection_fails_the_test(tiny_eagle, monkeypatch):
 
     monkeypatch.setattr(eagle_mod, "recursive_reject", no_residual)
     pipe = load(tiny_eagle["artifact"], "onnxruntime")
-    p_first, p_pair = _eagle_pvalues(pipe, 3000, SamplingCfg(do_sample=True, temperature=1.0, top_k=8), tree=TREE)
+    p_first, p_pair = _eagle_pvalues(pipe, 3000, SamplingCfg(do_sample=True, temperature=1.0, top_k=8), draft=TREE)
     assert min(p_first, p_pair) < 1e-4, (p_first, p_pair)
 
 
@@ -273,22 +276,25 @@ def test_recursive_reject_is_exact_by_enumeration():
 
 def test_cli_eagle_and_generate(tiny_eagle, tmp_path):
     from dynexport.runtime import load
-    from test_cli import run
     out = tmp_path / "art"
-    p = run("eagle", out, "--target", tiny_eagle["target"], "--head", tiny_eagle["head"], "--weight-format", "fp32",
-            "--formats", "onnxruntime")
+    p = run_cli("export", "eagle", "-m", tiny_eagle["target"], "--head", tiny_eagle["head"], "--weight-format", "fp32",
+                "--formats", "onnxruntime", out)
     assert p.returncode == 0, p.stderr
     assert "wrote" in p.stdout and "EAGLE head" in p.stdout
-    p = run("generate", out, "the cat sat", "--max-new-tokens", "12", "--tree", "3,2,4", "--backend", "onnxruntime")
+    p = run_cli("generate", out, "the cat sat", "--max-new-tokens", "12", "--tree", "3,2,4", "--backend", "onnxruntime")
     assert p.returncode == 0, p.stderr
-    ref = load(tiny_eagle["artifact"], "onnxruntime").generate("the cat sat", max_new_tokens=12, num_draft_tokens=0)
+    ref = load(tiny_eagle["artifact"], "onnxruntime").generate("the cat sat", max_new_tokens=12, draft=0)
     assert p.stdout.startswith("the cat sat" + ref.text) and "mean accepted length" in p.stdout
-    p = run("generate", out, "the cat", "--tree", "3,2", "--backend", "onnxruntime")
+    p = run_cli("generate", out, "the cat", "--tree", "default", "--max-new-tokens", "6", "--backend", "onnxruntime")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("generate", out, "the cat", "--tree", "3,2", "--backend", "onnxruntime")
     assert p.returncode == 2 and "--tree must be depth,topk,max_tokens" in p.stderr
-    p = run("generate", out, "the cat", "--num-draft-tokens", "adaptive", "--backend", "onnxruntime")
+    p = run_cli("generate", out, "the cat", "--num-draft-tokens", "adaptive", "--backend", "onnxruntime")
     assert p.returncode == 2 and "EAGLE sizes its tree itself" in p.stderr
-    p = run("eagle", tmp_path / "x", "--target", tiny_eagle["target"], "--head", tmp_path / "missing")
-    assert p.returncode == 2 and "EAGLE head dir" in p.stderr and not (tmp_path / "x").exists()
+    p = run_cli("imagine", out, "red apple")
+    assert p.returncode == 2 and "was exported for eagle; `imagine` does not run it" in p.stderr
+    p = run_cli("eagle", tmp_path / "x", "--target", tiny_eagle["target"], "--head", tmp_path / "missing")
+    assert p.returncode == 2 and "EAGLE head" in p.stderr and not (tmp_path / "x").exists()
 
 
 def test_runtime_without_torch_and_tampered_head(tiny_eagle, tmp_path):
@@ -298,11 +304,10 @@ def test_runtime_without_torch_and_tampered_head(tiny_eagle, tmp_path):
 
     from dynexport.errors import IntegrityError
     from dynexport.runtime import load
-    from test_isolation import BLOCK_TORCH
     code = BLOCK_TORCH + f"""
 from dynexport.runtime import load
 r = load({str(tiny_eagle['artifact'])!r}, "onnxruntime").generate("the cat", max_new_tokens=6, ignore_eos=True)
-assert len(r.tokens) == 6 and "torch" not in sys.modules
+assert len(r.tokens[0]) == 6 and "torch" not in sys.modules
 print("ok")
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -6,30 +6,30 @@ from __future__ import annotations
 
 import pytest
 
-from dynexport import assets
-from dynexport.export.eagle import DEFAULT_HEAD, export
-from dynexport.runtime import load
+from dynexport import methods
+from dynexport.runtime import TreeCfg, load
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
            "The city council met on Tuesday to discuss"]
-SETTINGS = [{"num_draft_tokens": 3}, {"tree": {"depth": 4, "topk": 4, "max_tokens": 10, "dynamic": False}},
-            {"tree": {}}, {}]  # {"tree": {}}: the dynamic tree; {}: the default chain
+SETTINGS = [{"draft": 3}, {"draft": TreeCfg(depth=4, topk=4, max_tokens=10, dynamic=False)},
+            {"draft": "tree"}, {}]  # "tree": the artifact's dynamic tree; {}: the default chain
 
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])
 def real_eagle(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("eagle") / f"smollm2-eagle-{request.param}"
-    export(assets.smollm2_dir(), DEFAULT_HEAD, out, weight_format=request.param, formats=("openvino",))
+    recipe = methods.get("eagle").load_recipe(None, {"quantization.weight_format": request.param})
+    methods.export("eagle", recipe, out, formats=("openvino",))
     return load(out, "openvino")
 
 
 def test_real_greedy_eagle_equals_target(real_eagle):
     tau = []
     for prompt in PROMPTS:
-        ref = real_eagle.generate(prompt, 40, num_draft_tokens=0, ignore_eos=True)
+        ref = real_eagle.generate(prompt, max_new_tokens=40, draft=0, ignore_eos=True)
         for kw in SETTINGS:
-            got = real_eagle.generate(prompt, 40, ignore_eos=True, **kw)
+            got = real_eagle.generate(prompt, max_new_tokens=40, ignore_eos=True, **kw)
             assert got.tokens == ref.tokens, (prompt, kw)
             tau.append(got.stats.mean_accepted_length)
     # an untrained head (random layer, fc passing the feature through) agrees with the target's top-1 on

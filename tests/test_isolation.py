@@ -1,21 +1,14 @@
-"""The runtime never imports torch; an interrupted export leaves nothing behind."""
+"""The runtime never imports torch (the run commands work without it, the export commands say which
+extra to install); an interrupted export leaves nothing behind."""
 
 import os
 import subprocess
 import sys
 
 import pytest
+from helpers import BLOCK_TORCH, run_cli
 
-from dynexport.export.common import atomic_output_dir
-
-BLOCK_TORCH = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch.") or name in ("transformers", "nncf", "peft"):
-            raise ImportError(f"blocked: {name}")
-sys.meta_path.insert(0, Block())
-"""
+from dynexport.atomic import atomic_output_dir
 
 
 def test_runtime_runs_with_torch_blocked(bert_artifact):
@@ -30,6 +23,17 @@ print("ok")
 """
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr
+
+
+def test_cli_without_torch_runs_and_refuses_export_clearly(bert_artifact, tmp_path):
+    p = run_cli("classify", bert_artifact[0], "good day", code_prefix=BLOCK_TORCH)
+    assert p.returncode == 0 and "exit@layer" in p.stdout, p.stderr
+    for args in (["bert", "--exits", "4,8", tmp_path / "a"], ["export", "speculative", tmp_path / "b"],
+                 ["export", "stepsaver", tmp_path / "c"]):
+        p = run_cli(*args, code_prefix=BLOCK_TORCH)
+        assert p.returncode == 2 and "needs the [export] extra" in p.stderr, (args, p.stderr)
+        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_blocker_really_blocks():

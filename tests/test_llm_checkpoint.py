@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dynexport import assets
-from dynexport.export.llm_checkpoint import build_tokenizer, gguf_fields
+from dynexport.models.gguf import build_tokenizer, gguf_fields
 
 SAMPLES = ["The capital of France is", "x = 12345 + 6.7\n\tdef f():  return 'é€😀'",
            "<|im_start|>user\nhi<|im_end|>", "  leading spaces and\ttabs\n\nnew paragraphs"]
@@ -43,7 +43,7 @@ def test_full_conversion_generates_sensibly(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dynexport.export.llm_checkpoint import convert_gguf
+    from dynexport.models.gguf import convert_gguf
     out = convert_gguf(assets.smollm2_gguf(), tmp_path / "smollm2")
     assert (out / ".complete").is_file() and (out / "model.safetensors").stat().st_size > 500e6
     tok = AutoTokenizer.from_pretrained(out)

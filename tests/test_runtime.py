@@ -9,10 +9,9 @@ import torch
 
 from dynexport.calibration import replay
 from dynexport.errors import InputError
-from dynexport.export.encoder_segments import MultiExit, segments_for
+from dynexport.models.encoder import MultiExit, load_trained, segments_for
 from dynexport.runtime import EntropyPolicy, FullDepth, PatiencePolicy, load
 from dynexport.runtime.policies import entropy
-from dynexport.train.bert_exits import load_trained
 
 TEXTS = ["good day and my phone is great", "awful flight", "blue table monday", "the paper was so sad",
          "love it", "a train", "my day was poor and bad and sad", "nice", "this is it", "happy happy"]
@@ -126,3 +125,17 @@ def test_bad_policy_backend_device(bert_artifact):
         load(bert_artifact[0], "openvino", device="NPU7")
     with pytest.raises(InputError, match="policy"):
         load(bert_artifact[0]).run(["x"], policy="fast")
+    with pytest.raises(InputError, match="config must be a ClassifyConfig or EntropyPolicy"):
+        load(bert_artifact[0]).run(["x"], "fast")
+    with pytest.raises(InputError, match="unknown settings"):
+        load(bert_artifact[0]).run(["x"], speed=3)
+    with pytest.raises(InputError, match="batch_size"):
+        load(bert_artifact[0]).run(["x"], batch_size=0)
+
+
+def test_config_object_and_policy_shorthand_agree(bert_artifact):
+    from dynexport.runtime import ClassifyConfig
+    pipe = load(bert_artifact[0])
+    a = pipe.run(TEXTS, ClassifyConfig(policy=PatiencePolicy(1), batch_size=3))
+    b = pipe.run(TEXTS, PatiencePolicy(1), batch_size=3)
+    assert a.labels == b.labels and a.exit_layers.tolist() == b.exit_layers.tolist()

@@ -4,8 +4,8 @@ full-depth runtime reproduces the stock transformers model's logits."""
 import numpy as np
 import pytest
 import torch
+from helpers import export_tiny, make_tiny_model
 
-from conftest import export_tiny, make_tiny_model
 from dynexport.runtime import FullDepth, load
 
 TEXTS = ["good day and my phone is great", "awful flight", "blue table monday", "love it so"]

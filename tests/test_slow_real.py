@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from dynexport import assets
+from dynexport import assets, methods
 from dynexport.evaluate import artifact_split
-from dynexport.export.bert_exits import export
-from dynexport.export.encoder_segments import MultiExit
+from dynexport.models.encoder import MultiExit, load_trained, text_encoder
 from dynexport.recipe import load_recipe
 from dynexport.runtime import FullDepth, load
-from dynexport.train.bert_exits import checkpoint_path, load_trained, text_encoder
+from dynexport.train.bert_exits import checkpoint_path
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +53,7 @@ def test_real_minilm_bert(tmp_path):
                                 "training.checkpoint_dir": str(tmp_path / "ckpt"),
                                 "calibration.timing_samples": 30})
     art = tmp_path / "minilm"
-    m = export(recipe, art)
+    m = methods.export("early-exit", recipe, art)
     assert [g.layers for g in m.graphs] == [(0, 2), (2, 4), (4, 6)] and m.source.model_type == "bert"
     texts, _ = artifact_split(m, "test")
     _check_against_torch(art, recipe, assets.minilm_dir(), texts[:48])
@@ -70,7 +69,7 @@ def test_real_mpnet_default_recipe(tmp_path):
     ckpt = checkpoint_path(recipe, model_dir, splits)
     assert (ckpt / "train_info.json").is_file(), f"committed checkpoint {ckpt.name} is missing (would retrain)"
     art = tmp_path / "mpnet"
-    m = export(recipe, art, formats=("openvino", "onnxruntime"))
+    m = methods.export("early-exit", recipe, art, formats=("openvino", "onnxruntime"))
     assert m.exits == [4, 8] and m.source.num_layers == 12 and m.source.model_type == "mpnet"
     texts, labels = artifact_split(m, "test")
     _check_against_torch(art, recipe, model_dir, texts[:32])

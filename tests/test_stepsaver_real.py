@@ -1,4 +1,4 @@
-"""Slow tier: StepSaver with the committed OpenMoji UNet and step predictor (recipes/stepsaver.toml) —
+"""Slow tier: StepSaver with the committed OpenMoji UNet and step predictor (dynexport/recipes/stepsaver.toml) —
 the UNet is really trained, the exported loop equals torch + diffusers' DPM-Solver++, and predicted
 step counts on held-out prompts are far below the full schedule while the images stay close to it."""
 
@@ -12,14 +12,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    from dynexport.export.diffusion import export
-    from dynexport.recipe import StepSaverRecipe, load_recipe
+    from dynexport import methods, paths
     from dynexport.runtime import load
-    r = load_recipe(None, None, StepSaverRecipe)
+    r = methods.get("stepsaver").load_recipe()
     out = tmp_path_factory.mktemp("stepsaver") / "art"
-    export(r.path(r.models.unet), out, r.path(r.models.predictor), "fp32", "none", r.sampling.scheduler,
-           r.sampling.full_steps, r.sampling.guidance_scale)
-    return {"recipe": r, "pipe": load(out)}
+    methods.export("stepsaver", r, out)
+    return {"recipe": r, "pipe": load(out), "unet": paths.resolve_weights(r.models.unet, "stepsaver", "UNet")}
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +47,15 @@ def test_real_unet_is_trained_and_exported_exactly(real, emoji):
 def test_real_loop_matches_torch_and_diffusers(real):
     import torch
     from diffusers import DPMSolverMultistepScheduler
-    from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS
 
-    from dynexport.train.diffusion import caption_embeddings, load_unet
+    from dynexport.models.sentence import caption_embeddings
+    from dynexport.models.unet import load_unet
+    from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS
     r, pipe = real["recipe"], real["pipe"]
     assert r.sampling.scheduler == "dpmsolver++"
     prompts = ["red apple", "flag jp"]
     got = pipe.generate(prompts, seed=5, steps=8, guidance_scale=1.0)
-    unet, ucfg = load_unet(r.path(r.models.unet))
+    unet, ucfg = load_unet(real["unet"])
     sched = DPMSolverMultistepScheduler(num_train_timesteps=ucfg.train_timesteps, beta_schedule=ucfg.beta_schedule,
                                         **DIFFUSERS_SETTINGS["dpmsolver++"])
     sched.set_timesteps(8)

@@ -1,6 +1,6 @@
-"""`dynexport bert`: a BERT-family encoder → early-exit segment graphs (OpenVINO IR + ONNX) + manifest.
+"""Early-exit export: a BERT-family encoder → early-exit segment graphs (OpenVINO IR + ONNX) + manifest.
 
-Recipe → train or reuse the cached checkpoint → one `Segment` per exit written as ONNX and OV IR →
+Recipe + its trained checkpoint → one `Segment` per exit written as ONNX and OV IR →
 optional NNCF compression per graph → threshold calibrated on the validation split with the
 exported graphs themselves → manifest → atomic rename into the output dir.
 """
@@ -16,18 +16,27 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import assets, data
+from ..atomic import atomic_output_dir
 from ..calibration import choose, sweep
-from ..manifest import (Calibration, Graph, Manifest, Policy, Source, TensorSpec, Tokenizer, sha256_file,
-                        write_manifest)
-from ..quantize import compress_graph
-from ..errors import RecipeError
-from ..recipe import Recipe, validate_exits
+from ..errors import AssetError
+from ..manifest import (
+    Calibration,
+    EarlyExitManifest,
+    Graph,
+    Policy,
+    Source,
+    TensorSpec,
+    Tokenizer,
+    sha256_file,
+    write_manifest,
+)
+from ..models.encoder import Segment, load_trained, resolve_source, segments_for, tokenizer_json
+from ..recipe import FORMATS, EarlyExitRecipe, validate_exits
 from ..runtime import load
-from ..train.bert_exits import ensure_tokenizer_json, ensure_trained, load_trained
-from .common import atomic_output_dir, export_onnx, library_versions, onnx_to_openvino
-from .encoder_segments import Segment, family_of, segments_for
+from .common import export_onnx, library_versions, onnx_to_openvino
+from .quantize import compress_graph
 
-FORMATS = {"openvino": "xml", "onnxruntime": "onnx"}
+
 def _specs(first: bool, hidden: int, classes: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
     x = TensorSpec(name="input_ids", dtype="int64", shape=["batch", "seq"]) if first else \
         TensorSpec(name="hidden_states", dtype="float32", shape=["batch", "seq", hidden])
@@ -83,7 +92,7 @@ def calibration_inputs(pipe, texts: list[str]) -> list[list[dict]]:
     return items
 
 
-def calibrate(root: Path, recipe: Recipe, splits: data.Splits, backend: str) -> Policy:
+def calibrate(root: Path, recipe: EarlyExitRecipe, splits: data.Splits, backend: str) -> Policy:
     """Sweep the entropy threshold on the validation split with the exported graphs."""
     cfg = recipe.calibration
     pipe = load(root, backend)
@@ -102,47 +111,39 @@ def calibrate(root: Path, recipe: Recipe, splits: data.Splits, backend: str) -> 
     return Policy(threshold=chosen.threshold, calibration=cal)
 
 
-def export(recipe: Recipe, out_dir: Path, overwrite: bool = False,
-           formats: tuple[str, ...] = ("openvino", "onnxruntime")) -> Manifest:
-    """Recipe → artifact dir; returns the written manifest. Nothing is left behind on failure."""
-    from transformers import AutoConfig
-
-    model_dir = assets.resolve_model(recipe.model.id)
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
-    family_of(config)  # unknown model type: fail before any training
-    num_layers, hidden = config.num_hidden_layers, config.hidden_size
-    exits = validate_exits(recipe.exits.layers, num_layers)
-    max_pos = config.max_position_embeddings - (2 if config.model_type == "mpnet" else 0)  # MPNet offsets by pad+1
-    if recipe.model.max_length > max_pos:
-        raise RecipeError(f"model.max_length {recipe.model.max_length} exceeds what this model can embed ({max_pos})")
-    ds = recipe.dataset
-    dataset_path = assets.resolve_dataset(ds.id)
-    splits = data.load_splits(dataset_path, ds.text_column, ds.label_column, ds.labels,
-                              ds.val_size, ds.test_size, ds.seed)
-    ckpt = ensure_trained(recipe, model_dir, splits)
-    model_hf, family, base, heads, info = load_trained(model_dir, ckpt)
+def export(recipe: EarlyExitRecipe, out_dir: Path, checkpoint: Path, *, overwrite: bool = False,
+           formats: tuple[str, ...] = FORMATS) -> EarlyExitManifest:
+    """Recipe + its trained checkpoint → artifact dir; returns the written manifest. Nothing is left
+    behind on failure. (`methods.export("early-exit", ...)` trains the checkpoint first when needed.)"""
+    src = resolve_source(recipe)
+    config, splits = src.config, src.splits
+    exits = validate_exits(recipe.exits.layers, config.num_hidden_layers)
+    model_hf, family, base, heads, info = load_trained(src.model_dir, checkpoint)
+    if info["split"]["key_sha256"] != splits.info["key_sha256"]:
+        raise AssetError(f"checkpoint {checkpoint} was trained on another split of the data than this recipe's")
     classes, q = len(splits.labels), recipe.quantization
-    segs = segments_for(base, family, exits, heads, num_layers)
+    segs = segments_for(base, family, exits, heads, config.num_hidden_layers)
     with atomic_output_dir(out_dir, overwrite) as tmp:
-        tok_json = ensure_tokenizer_json(model_dir)
         (tmp / "tokenizer").mkdir()
-        shutil.copy2(tok_json, tmp / "tokenizer" / "tokenizer.json")
+        shutil.copy2(tokenizer_json(src.model_dir), tmp / "tokenizer" / "tokenizer.json")
         graphs = []
         for i, seg in enumerate(tqdm(segs, desc="export segments")):
-            ins, outs, files = write_segment(seg, f"seg{i}", tmp, hidden, classes,
+            ins, outs, files = write_segment(seg, f"seg{i}", tmp, config.hidden_size, classes,
                                              q.weight_format == "fp16" and q.quant_mode == "none", formats)
             graphs.append(Graph(name=f"seg{i}", files=files, inputs=ins, outputs=outs,
                                 layers=(seg.start, seg.end), exit_layer=seg.end,
                                 precision={b: "fp32" for b in files}))
+        ds = recipe.dataset
         source = Source(model_id=recipe.model.id, model_type=family.name, model_sha256=info["model_sha"],
-                        num_layers=num_layers, dataset=ds.model_dump(),
-                        dataset_sha256=sha256_file(dataset_path), split=splits.info,
-                        checkpoint=ckpt.name, training=info["recipe_training"])
-        manifest = Manifest(method="bert_exits", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(),
-                            exits=exits, labels=list(splits.labels), weight_format=q.weight_format,
-                            quant_mode=q.quant_mode, graphs=graphs, source=source, versions=library_versions(),
-                            tokenizer=Tokenizer(file="tokenizer/tokenizer.json", max_length=recipe.model.max_length,
-                                                pad_id=config.pad_token_id or 0))
+                        num_layers=config.num_hidden_layers, dataset=ds.model_dump(),
+                        dataset_sha256=sha256_file(assets.resolve_dataset(ds.id)), split=splits.info,
+                        checkpoint=checkpoint.name, training=info["recipe_training"])
+        manifest = EarlyExitManifest(
+            method="bert_exits", created_utc=dt.datetime.now(dt.UTC).isoformat(), exits=exits,
+            labels=list(splits.labels), weight_format=q.weight_format, quant_mode=q.quant_mode, graphs=graphs,
+            source=source, versions=library_versions(),
+            tokenizer=Tokenizer(file="tokenizer/tokenizer.json", max_length=recipe.model.max_length,
+                                pad_id=config.pad_token_id or 0))
         write_manifest(tmp, manifest)
         check_texts = [e.text for e in splits.val[:16]]
         par = {b: parity(segs, load(tmp, b), check_texts) for b in formats}
@@ -156,8 +157,8 @@ def export(recipe: Recipe, out_dir: Path, overwrite: bool = False,
     return manifest
 
 
-def _compress_all(tmp: Path, manifest: Manifest, recipe: Recipe, splits: data.Splits,
-                  formats: tuple[str, ...]) -> Manifest:
+def _compress_all(tmp: Path, manifest: EarlyExitManifest, recipe: EarlyExitRecipe, splits: data.Splits,
+                  formats: tuple[str, ...]) -> EarlyExitManifest:
     """NNCF per graph and backend; PTQ calibration inputs come from the train split via fp32 graphs."""
     q = recipe.quantization
     cal = None

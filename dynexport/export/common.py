@@ -1,24 +1,19 @@
-"""Graph writing shared by every method: atomic output dir, torch → ONNX (dynamo) → OpenVINO IR.
+"""Graph writing shared by every method: torch → ONNX (dynamo) → OpenVINO IR, and library versions.
 
-Export writes into a hidden temp dir beside the output and renames it into place only when
-everything (graphs, manifest, calibration) is done, so an interrupted export leaves nothing behind.
+Export writes into a hidden temp dir beside the output (`atomic.atomic_output_dir`) and renames it into
+place only when everything (graphs, manifest, calibration) is done, so an interrupted export leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata as md
 import logging
-import os
 import platform
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
-
-from ..errors import DynexportError
 
 VERSIONED = ("torch", "transformers", "openvino", "onnx", "onnxscript", "onnxruntime", "nncf", "peft",
              "tokenizers", "openvino-tokenizers", "numpy", "dynexport")
@@ -32,26 +27,6 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-@contextlib.contextmanager
-def atomic_output_dir(out: Path, overwrite: bool):
-    """Yield a temp dir; on success it replaces `out`, on any exception (Ctrl-C too) it is removed."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise DynexportError(f"output dir {out} already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            shutil.rmtree(old)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _quiet_exporter() -> None:

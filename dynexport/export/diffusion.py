@@ -1,4 +1,4 @@
-"""Export StepSaver's graphs: text encoder (sentence embedding), one UNet denoising step, step predictor.
+"""StepSaver export: its graphs: text encoder (sentence embedding), one UNet denoising step, step predictor.
 
     text_encoder : input_ids, attention_mask [B, L] int64          → text_embedding [B, D]  (D = 384, MiniLM)
     unet         : sample [B, 3, S, S], timestep [B] f32, context [B, 1, D] → noise [B, 3, S, S]
@@ -19,39 +19,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import paths
+from ..atomic import atomic_output_dir
 from ..errors import AssetError, InputError
-from ..manifest import (DiffusionManifest, GraphSpec, StepPredictorInfo, TensorSpec, Tokenizer, sha256_file,
-                        write_manifest)
-from .common import atomic_output_dir, export_onnx, library_versions, onnx_to_openvino
-from .encoder_segments import masked_mean
-
-WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
-QUANT_MODES = ("none", "int8")
-MAX_TOKENS = 32
-
-
-class SentenceEncoder(nn.Module):
-    """Sentence embedding (all-MiniLM-L6-v2's): mean of the last hidden states over real tokens,
-    L2-normalised. input_ids, attention_mask [B, L] int64 → [B, D]."""
-
-    def __init__(self, bert: nn.Module):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, D]
-        return nn.functional.normalize(masked_mean(h, attention_mask), dim=-1)
-
-
-class UNetStep(nn.Module):
-    """One noise prediction: the diffusers UNet with plain tensor outputs."""
-
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.unet(sample, timestep, context, return_dict=False)[0]
+from ..manifest import (
+    DiffusionManifest,
+    GraphSpec,
+    StepPredictorInfo,
+    TensorSpec,
+    Tokenizer,
+    sha256_file,
+    write_manifest,
+)
+from ..models.encoder import tokenizer_json
+from ..models.sentence import MAX_TOKENS, caption_embeddings, load_sentence_encoder
+from ..models.step_predictor import load_predictor
+from ..models.unet import UNetStep, load_unet, noise_scheduler, to_unit
+from ..recipe import FORMATS, StepSaverRecipe
+from ..runtime.graph import Graph
+from .common import export_onnx, library_versions, onnx_to_openvino
+from .quantize import compress_graph
 
 
 def _spec(name: str, dtype: str, shape: list) -> TensorSpec:
@@ -60,9 +47,8 @@ def _spec(name: str, dtype: str, shape: list) -> TensorSpec:
 
 def _write_graph(module: nn.Module, args: tuple, name: str, tmp: Path, ins: list[TensorSpec],
                  outs: list[TensorSpec], weight_format: str, quant_mode: str, calibration,
-                 transformer: bool = True) -> GraphSpec:
+                 formats: tuple[str, ...], transformer: bool = True) -> GraphSpec:
     """module → name.onnx + name.xml, compressed per backend; returns its manifest entry."""
-    from ..quantize import compress_graph
     dynamic = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in ins}
     export_onnx(module, args, tmp / f"{name}.onnx", [s.name for s in ins], [s.name for s in outs], dynamic)
     onnx_to_openvino(tmp / f"{name}.onnx", tmp / f"{name}.xml", fp16=weight_format == "fp16")
@@ -72,38 +58,33 @@ def _write_graph(module: nn.Module, args: tuple, name: str, tmp: Path, ins: list
     return GraphSpec(name=name, files=files, inputs=ins, outputs=outs, precision=precision)
 
 
-def _text_graph(text_encoder: str, tmp: Path, weight_format: str) -> tuple[GraphSpec, Tokenizer, nn.Module]:
-    from transformers import AutoModel
-
-    from ..assets import resolve_model
-    from ..train.bert_exits import ensure_tokenizer_json
-    src = resolve_model(text_encoder)
-    enc = SentenceEncoder(AutoModel.from_pretrained(src).eval())
+def _text_graph(text_encoder: str, tmp: Path, weight_format: str, formats) -> tuple[GraphSpec, Tokenizer, nn.Module]:
+    enc, src = load_sentence_encoder(text_encoder)
     dim = enc.bert.config.hidden_size
     ids, mask = torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)
     g = _write_graph(enc, (ids, mask), "text_encoder", tmp,
                      [_spec("input_ids", "int64", ["batch", "seq"]), _spec("attention_mask", "int64", ["batch", "seq"])],
-                     [_spec("text_embedding", "float32", ["batch", dim])], weight_format, "none", None)
+                     [_spec("text_embedding", "float32", ["batch", dim])], weight_format, "none", None, formats)
     (tmp / "tokenizer").mkdir()
-    (tmp / "tokenizer" / "tokenizer.json").write_bytes(ensure_tokenizer_json(src).read_bytes())
+    (tmp / "tokenizer" / "tokenizer.json").write_bytes(tokenizer_json(src).read_bytes())
     pad = json.loads((src / "config.json").read_text()).get("pad_token_id") or 0
     return g, Tokenizer(file="tokenizer/tokenizer.json", max_length=MAX_TOKENS, pad_id=pad), enc
 
 
-def _unet_graph(unet: nn.Module, ucfg, tmp: Path, weight_format: str, quant_mode: str, calibration) -> GraphSpec:
+def _unet_graph(unet: nn.Module, ucfg, tmp: Path, weight_format: str, quant_mode: str, calibration,
+                formats) -> GraphSpec:
     size, dim = ucfg.size, ucfg.context_dim
     args = (torch.randn(2, 3, size, size), torch.tensor([999.0, 10.0]), torch.randn(2, 1, dim))
     return _write_graph(UNetStep(unet), args, "unet", tmp,
                         [_spec("sample", "float32", ["batch", 3, size, size]), _spec("timestep", "float32", ["batch"]),
                          _spec("context", "float32", ["batch", 1, dim])],
                         [_spec("noise", "float32", ["batch", 3, size, size])], weight_format, quant_mode, calibration,
-                        transformer=False)
+                        formats, transformer=False)
 
 
 def _unet_calibration(ucfg, n: int = 64) -> list[dict]:
     """Real UNet inputs for INT8 PTQ: noisy samples at spread timesteps with real caption embeddings."""
     from ..emoji_data import load_emoji
-    from ..train.diffusion import caption_embeddings, noise_scheduler, to_unit
     data = load_emoji(ucfg.size)
     rows = np.random.default_rng(0).choice(len(data.captions), n, replace=False)
     emb = caption_embeddings([data.captions[i] for i in rows], ucfg.text_encoder)
@@ -116,20 +97,18 @@ def _unet_calibration(ucfg, n: int = 64) -> list[dict]:
              "context": emb[i:i + 1, None].numpy()} for i in range(n)]
 
 
-def _predictor_graph(src: Path, dim: int, tmp: Path) -> tuple[GraphSpec, StepPredictorInfo, nn.Module]:
-    from ..train.step_predictor import load_predictor
+def _predictor_graph(src: Path, dim: int, tmp: Path, formats) -> tuple[GraphSpec, StepPredictorInfo, nn.Module]:
     model, info = load_predictor(src)
     if model.dim != dim:
         raise AssetError(f"step predictor {src} takes {model.dim}-d embeddings; this UNet's text encoder gives {dim}-d")
     g = _write_graph(model, (torch.randn(2, dim),), "predictor", tmp, [_spec("embedding", "float32", ["batch", dim])],
-                     [_spec("probs", "float32", ["batch", len(info.counts)])], "fp32", "none", None)
+                     [_spec("probs", "float32", ["batch", len(info.counts)])], "fp32", "none", None, formats)
     return g, info, model
 
 
 @torch.no_grad()
 def _parity(tmp: Path, graphs: list[GraphSpec], modules: dict[str, tuple[nn.Module, tuple]]) -> dict[str, float]:
     """Max |graph − torch| for every graph and backend on the export example inputs."""
-    from ..runtime.graph import Graph
     out = {}
     for g in graphs:
         module, args = modules[g.name]
@@ -153,47 +132,40 @@ def check_predictor_fits(predictor_dir: Path, unet_sha: str, sampling: dict) -> 
                          "export with the predictor's settings or retrain it (scripts/make_step_labels.py)")
 
 
-def export(unet_dir: Path, out: Path, predictor_dir: Path | None = None, weight_format: str = "fp32",
-           quant_mode: str = "none", scheduler: str = "ddim", full_steps: int = 50, guidance_scale: float = 1.0,
-           overwrite: bool = False) -> DiffusionManifest:
-    """UNet dir (scripts/train_diffusion.py) [+ predictor dir] → a StepSaver artifact at `out`."""
-    from ..runtime.schedulers import KINDS
-    from ..train.diffusion import load_unet
-    if weight_format not in WEIGHT_FORMATS:
-        raise InputError(f"--weight-format must be one of {', '.join(WEIGHT_FORMATS)}, not {weight_format!r}")
-    if quant_mode not in QUANT_MODES:
-        raise InputError(f"--quant-mode must be one of {', '.join(QUANT_MODES)}, not {quant_mode!r}")
-    if scheduler not in KINDS:
-        raise InputError(f"unknown scheduler {scheduler!r}; use one of {', '.join(KINDS)}")
-    for d, what in ((unet_dir, "UNet"), (predictor_dir, "step predictor")):
-        if d is not None and not Path(d).is_dir():
-            raise AssetError(f"{what} dir {d} does not exist")
-    unet, ucfg = load_unet(Path(unet_dir))
-    meta = json.loads((Path(unet_dir) / "unet.json").read_text())
+def export(recipe: StepSaverRecipe, out: Path, *, overwrite: bool = False,
+           formats: tuple[str, ...] = FORMATS) -> DiffusionManifest:
+    """Recipe (UNet, step predictor, sampler, precision) → a StepSaver artifact at `out`."""
+    unet_dir = paths.resolve_weights(recipe.models.unet, "stepsaver", "UNet")
+    predictor_dir = (paths.resolve_weights(recipe.models.predictor, "stepsaver", "step predictor")
+                     if recipe.models.predictor else None)
+    sampling, q = recipe.sampling, recipe.quantization
+    unet, ucfg = load_unet(unet_dir)
+    meta = json.loads((unet_dir / "unet.json").read_text())
     if predictor_dir:
-        check_predictor_fits(Path(predictor_dir), sha256_file(Path(unet_dir) / "unet.safetensors"),
-                             {"scheduler": scheduler, "full_steps": full_steps, "guidance": guidance_scale})
-    calib = _unet_calibration(ucfg) if quant_mode == "int8" else None
+        check_predictor_fits(predictor_dir, sha256_file(unet_dir / "unet.safetensors"),
+                             {"scheduler": sampling.scheduler, "full_steps": sampling.full_steps,
+                              "guidance": sampling.guidance_scale})
+    calib = _unet_calibration(ucfg) if q.quant_mode == "int8" else None
     with atomic_output_dir(out, overwrite) as tmp:
-        text, tok, enc = _text_graph(ucfg.text_encoder, tmp, weight_format)
-        ug = _unet_graph(unet, ucfg, tmp, weight_format, quant_mode, calib)
-        pg, pinfo, pred = _predictor_graph(Path(predictor_dir), ucfg.context_dim, tmp) if predictor_dir else (None,) * 3
+        text, tok, enc = _text_graph(ucfg.text_encoder, tmp, q.weight_format, formats)
+        ug = _unet_graph(unet, ucfg, tmp, q.weight_format, q.quant_mode, calib, formats)
+        pg, pinfo, pred = _predictor_graph(predictor_dir, ucfg.context_dim, tmp, formats) if predictor_dir else (None,) * 3
         manifest = DiffusionManifest(
-            method="stepsaver", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(),
-            weight_format=weight_format, quant_mode=quant_mode, tokenizer=tok, text_encoder=text, unet=ug,
+            method="stepsaver", created_utc=dt.datetime.now(dt.UTC).isoformat(),
+            weight_format=q.weight_format, quant_mode=q.quant_mode, tokenizer=tok, text_encoder=text, unet=ug,
             predictor=pg, step_predictor=pinfo, image_size=ucfg.size,
             scheduler={"train_timesteps": ucfg.train_timesteps, "beta_schedule": ucfg.beta_schedule,
-                       "prediction_type": "epsilon", "kind": scheduler},
-            full_steps=full_steps, max_steps=ucfg.train_timesteps, guidance_scale=guidance_scale,
-            source={"unet_sha256": sha256_file(Path(unet_dir) / "unet.safetensors"), "unet": meta,
-                    "predictor_sha256": sha256_file(Path(predictor_dir) / "predictor.safetensors")
+                       "prediction_type": "epsilon", "kind": sampling.scheduler},
+            full_steps=sampling.full_steps, max_steps=ucfg.train_timesteps, guidance_scale=sampling.guidance_scale,
+            source={"unet_sha256": sha256_file(unet_dir / "unet.safetensors"), "unet": meta,
+                    "predictor_sha256": sha256_file(predictor_dir / "predictor.safetensors")
                     if predictor_dir else None},
             versions=library_versions())
         write_manifest(tmp, manifest)
-        if weight_format == "fp32" and quant_mode == "none":
+        if q.weight_format == "fp32" and q.quant_mode == "none":
             examples = _examples(enc, unet, ucfg, pred)
             manifest = write_manifest(tmp, manifest.model_copy(
-                update={"parity": _parity(tmp, manifest.graphs(), examples)}))
+                update={"parity": _parity(tmp, manifest.all_graphs(), examples)}))
     return manifest
 
 

@@ -1,9 +1,9 @@
-"""`dynexport eagle`: a Llama target + a trained EAGLE head → KV-cached graphs, tokenizer, manifest.
+"""EAGLE export: a Llama target + a trained EAGLE head → KV-cached graphs, tokenizer, manifest.
 
 Graphs (each stateful OpenVINO IR and explicit-KV ONNX, `kv_graph.py`):
 - `target`: the target `KVLlama` with its final-norm features as a second output (`hidden`), positions
   and attention mask as inputs, so a draft tree is verified in one call;
-- `head`: the EAGLE head (`eagle_head.py`), with its own one-layer KV cache and the draft vocabulary
+- `head`: the EAGLE head (`models/eagle_head.py`), with its own one-layer KV cache and the draft vocabulary
   (`head_vocab.npy`, full ids of its output columns).
 The manifest records the target's sha256 (the head's was checked against it), parity per graph and
 backend, and the measured target call time for n = 1..64 positions (`verify_ms`), from which the
@@ -19,18 +19,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import AssetError, InputError
-from ..manifest import EagleManifest, sha256_file, write_manifest
-from .common import atomic_output_dir, library_versions
-from .eagle_head import EagleHead, load_head
-from .lm_sources import LMSource, read_checkpoint, target_source
-from .speculative import WEIGHT_FORMATS, parity, write_lm, write_tokenizer
+from .. import paths
+from ..atomic import atomic_output_dir
+from ..errors import AssetError
+from ..manifest import EagleDefaults, EagleManifest, sha256_file, write_manifest
+from ..models.eagle_head import EagleHead, load_head
+from ..models.llama import causal_mask
+from ..models.lm_sources import LMSource, read_checkpoint, resolve_lm, target_source
+from ..recipe import FORMATS, EagleRecipe
+from .common import library_versions
+from .speculative import lm_context, parity, parity_ids, write_lm, write_tokenizer
 
-DEFAULT_HEAD = Path(__file__).resolve().parents[2] / "heads" / "smollm2-135m-eagle"  # committed
 VERIFY_POSITIONS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
-# generate() without num_draft_tokens / tree runs a chain of 2: the best greedy setting measured on the
-# 2-core machine (benchmarks/eagle.json: 1.15x, where the dynamic tree gave 0.70x); tree=... uses these.
-DEFAULTS = {"num_draft_tokens": 2, "tree_depth": 5, "tree_topk": 8, "tree_max_tokens": 32}
 
 
 def head_source(head_dir: Path, target_dir: Path) -> LMSource:
@@ -53,7 +53,6 @@ def head_parity(head: EagleHead, session, ids: list[int]) -> float:
     session.commit(a)
     second = session.run(ids[a:], hidden=feats[:, a:].numpy())
     session.commit(1)
-    from .llama import causal_mask
     t = len(ids)
     ref_logits, ref_feat, *_ = head(torch.tensor([ids]), feats, torch.arange(t)[None], causal_mask(0, t),
                                     *head.empty_past(1, 0))
@@ -78,33 +77,33 @@ def _hidden(manifest: EagleManifest) -> int:
     return int(next(s.shape[2] for s in manifest.head.inputs if s.name == "hidden"))
 
 
-def export(target_dir: Path, head_dir: Path, out: Path, weight_format: str = "fp16", overwrite: bool = False,
-           formats: tuple[str, ...] = ("openvino", "onnxruntime")) -> EagleManifest:
+def export(recipe: EagleRecipe, out: Path, *, overwrite: bool = False,
+           formats: tuple[str, ...] = FORMATS) -> EagleManifest:
+    """Recipe (target, head, default chain and tree, weight format) → an EAGLE artifact at `out`."""
     from ..runtime.kv import LMSession
-    if weight_format not in WEIGHT_FORMATS:
-        raise InputError(f"--weight-format must be one of {', '.join(WEIGHT_FORMATS)}, not {weight_format!r}")
-    target = target_source(Path(target_dir), features=True)
-    head = head_source(Path(head_dir), Path(target_dir))
-    from transformers import AutoConfig
-    max_context = int(AutoConfig.from_pretrained(target_dir).max_position_embeddings)
+    target_dir = resolve_lm(recipe.target)
+    target = target_source(target_dir, features=True)
+    head = head_source(paths.resolve_weights(recipe.head, "eagle", "EAGLE head"), target_dir)
+    weight_format, gen = recipe.quantization.weight_format, recipe.generation
+    defaults = EagleDefaults(num_draft_tokens=gen.num_draft_tokens, tree_depth=gen.tree.depth,
+                             tree_topk=gen.tree.topk, tree_max_tokens=gen.tree.max_tokens,
+                             tree_dynamic=gen.tree.dynamic)
     with atomic_output_dir(out, overwrite) as tmp:
-        tok = write_tokenizer(Path(target_dir), tmp, max_context, "openvino" in formats)
+        tok = write_tokenizer(target_dir, tmp, lm_context(target_dir), "openvino" in formats)
         graphs = [write_lm(src, name, tmp, weight_format, formats)
                   for name, src in tqdm([("target", target), ("head", head)], desc="export graphs")]
         manifest = EagleManifest(
-            method="eagle", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(), weight_format=weight_format,
-            tokenizer=tok, target=graphs[0], head=graphs[1], defaults=dict(DEFAULTS),
+            method="eagle", created_utc=dt.datetime.now(dt.UTC).isoformat(), weight_format=weight_format,
+            tokenizer=tok, target=graphs[0], head=graphs[1], defaults=defaults,
             source={"target": target.info, "head": head.info, "target_sha256": target.sha256,
                     "head_sha256": head.sha256}, versions=library_versions())
         write_manifest(tmp, manifest)
-        from tokenizers import Tokenizer
-        ids = Tokenizer.from_file(str(tmp / tok.file)).encode(
-            "The quick brown fox jumps over the lazy dog because it wanted to see the river.").ids
+        ids = parity_ids(tmp, tok)
         par = {f"target/{b}": parity(target, LMSession(tmp, graphs[0], b), ids) for b in graphs[0].files}
         par |= {f"head/{b}": head_parity(head.module, LMSession(tmp, graphs[1], b), ids) for b in graphs[1].files}
         update = {"parity": par}
         if "openvino" in formats:
             curve, c = measure_costs(tmp, manifest)
-            update |= {"verify_ms": curve, "defaults": {**manifest.defaults, "head_cost_ratio": c}}
+            update |= {"verify_ms": curve, "defaults": defaults.model_copy(update={"head_cost_ratio": c})}
         manifest = write_manifest(tmp, manifest.model_copy(update=update))
     return manifest

@@ -39,7 +39,7 @@ def tensor_specs(module) -> tuple[list[TensorSpec], list[TensorSpec]]:
               "attention_mask": ("float32", ["batch", 1, "seq", "past+seq"]),
               "hidden": ("float32", ["batch", "seq", c.hidden]), "hidden_out": ("float32", ["batch", "seq", c.hidden]),
               "logits": ("float32", ["batch", "seq", int(module.head.shape[0])])}
-    spec = lambda n: TensorSpec(name=n, dtype=shapes[n][0], shape=shapes[n][1])  # noqa: E731
+    spec = lambda n: TensorSpec(name=n, dtype=shapes[n][0], shape=shapes[n][1])
     inputs = [*map(spec, x_in), *(TensorSpec(name=n, dtype="float32", shape=kv) for n in kv_in)]
     outputs = [*map(spec, x_out),
                *(TensorSpec(name=n, dtype="float32", shape=[*kv[:2], "past+seq", kv[3]]) for n in kv_out)]
@@ -50,7 +50,7 @@ def export_shapes(module) -> tuple:
     """torch.export dynamic_shapes for forward(*non-KV inputs, *past)."""
     x_in, kv_in, _, _ = split_names(module)
     dims: dict[str, torch.export.Dim] = {}
-    dim = lambda n: dims.setdefault(n, torch.export.Dim(n, min=0 if n == "past" else 1))  # noqa: E731
+    dim = lambda n: dims.setdefault(n, torch.export.Dim(n, min=0 if n == "past" else 1))
     return (*({a: dim(n) for a, n in AXES[name].items()} for name in x_in),
             tuple({0: dim("batch"), 2: dim("past")} for _ in kv_in))
 

@@ -1,7 +1,8 @@
-"""`dynexport speculative`: target + draft causal LMs → KV-cached graphs, tokenizers, manifest.
+"""Speculative-decoding export: target + draft causal LMs → KV-cached graphs, tokenizers, manifest.
 
 Each model becomes one `KVLlama` program, written as stateful OpenVINO IR and explicit-KV ONNX by
-`kv_graph.py`. NNCF weight compression applies per graph. The HF tokenizer is copied and converted to OpenVINO
+`kv_graph.py`. NNCF weight compression applies per graph. The helpers here (graph, tokenizer,
+parity) serve the EAGLE export too. The HF tokenizer is copied and converted to OpenVINO
 tokenizer/detokenizer IR. Parity with the torch module is measured per graph and backend.
 """
 
@@ -15,15 +16,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import AssetError, InputError
-from ..manifest import LMGraph, LMTokenizer, SpeculativeManifest, sha256_file, write_manifest
-from ..quantize import compress_graph
-from .common import atomic_output_dir, library_versions
+from .. import paths
+from ..atomic import atomic_output_dir
+from ..errors import AssetError
+from ..manifest import LMGraph, LMTokenizer, SpeculativeDefaults, SpeculativeManifest, sha256_file, write_manifest
+from ..models.llama import causal_mask
+from ..models.lm_sources import LMSource, draft_source, resolve_lm, target_source
+from ..recipe import FORMATS, SpeculativeRecipe
+from .common import library_versions
 from .kv_graph import tensor_specs, write_kv_graphs
-from .lm_sources import LMSource, draft_source, target_source
+from .quantize import compress_graph
 
-WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4")
-DEFAULT_DRAFT = Path(__file__).resolve().parents[2] / "drafts" / "smollm2-135m-draft"  # committed delta
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -77,8 +80,6 @@ def check_same_tokenizer(target_dir: Path, draft: LMSource) -> None:
 @torch.no_grad()
 def parity(src: LMSource, session, prompt_ids: list[int]) -> float:
     """Max |logits − torch| through prefill, a rejected 3-token chain (masked) and a 2-token chain."""
-    from .llama import causal_mask
-
     session.reset()
     a, b, c = prompt_ids[:-4], prompt_ids[-4:-2], prompt_ids[-2:]
     got = [session.forward(a)]
@@ -107,40 +108,45 @@ def measure_costs(root: Path, manifest: SpeculativeManifest, steps: int = 20) ->
     return {"draft_cost_ratio": round(d1 / t1, 4), "verify_slope": round(max(t5 / t1 - 1, 0) / 4, 4)}
 
 
-def export(target_dir: Path, draft_dir: Path, out: Path, weight_format: str = "fp16",
-           num_draft_tokens: int | str = 4, overwrite: bool = False,
-           formats: tuple[str, ...] = ("openvino", "onnxruntime")) -> SpeculativeManifest:
+def lm_context(target_dir: Path) -> int:
+    from transformers import AutoConfig
+    return int(AutoConfig.from_pretrained(target_dir, trust_remote_code=False).max_position_embeddings)
+
+
+def parity_ids(tmp: Path, tok: LMTokenizer) -> list[int]:
+    """The prompt every LM graph's parity check runs on."""
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(str(tmp / tok.file)).encode(
+        "The quick brown fox jumps over the lazy dog because it wanted to see the river.").ids
+
+
+def export(recipe: SpeculativeRecipe, out: Path, *, overwrite: bool = False,
+           formats: tuple[str, ...] = FORMATS) -> SpeculativeManifest:
+    """Recipe (target, draft, default draft length, weight format) → a speculative artifact at `out`."""
     from ..runtime.kv import LMSession
 
-    if weight_format not in WEIGHT_FORMATS:
-        raise InputError(f"--weight-format must be one of {', '.join(WEIGHT_FORMATS)}, not {weight_format!r}")
-    target_dir = Path(target_dir)
-    if not Path(draft_dir).is_dir():
-        raise AssetError(f"draft dir {draft_dir} does not exist (train one with scripts/train_draft.py)")
+    target_dir = resolve_lm(recipe.target)
     target = target_source(target_dir)
-    draft = draft_source(Path(draft_dir), target_dir)
+    draft = draft_source(paths.resolve_weights(recipe.draft, "speculative", "draft"), target_dir)
     check_same_tokenizer(target_dir, draft)
-    from transformers import AutoConfig
-    max_context = int(AutoConfig.from_pretrained(target_dir).max_position_embeddings)
+    weight_format = recipe.quantization.weight_format
     with atomic_output_dir(out, overwrite) as tmp:
-        tok = write_tokenizer(target_dir, tmp, max_context, "openvino" in formats)
+        tok = write_tokenizer(target_dir, tmp, lm_context(target_dir), "openvino" in formats)
         graphs = [write_lm(src, name, tmp, weight_format, formats)
                   for name, src in tqdm([("target", target), ("draft", draft)], desc="export graphs")]
         manifest = SpeculativeManifest(
-            method="speculative", created_utc=dt.datetime.now(dt.timezone.utc).isoformat(),
+            method="speculative", created_utc=dt.datetime.now(dt.UTC).isoformat(),
             weight_format=weight_format, tokenizer=tok, target=graphs[0], draft=graphs[1],
-            defaults={"num_draft_tokens": num_draft_tokens},
+            defaults=SpeculativeDefaults(num_draft_tokens=recipe.generation.num_draft_tokens),
             source={"target": target.info, "draft": draft.info, "target_sha256": target.sha256,
                     "draft_sha256": draft.sha256},
             versions=library_versions())
         write_manifest(tmp, manifest)
-        from tokenizers import Tokenizer
-        ids = Tokenizer.from_file(str(tmp / tok.file)).encode(
-            "The quick brown fox jumps over the lazy dog because it wanted to see the river.").ids
+        ids = parity_ids(tmp, tok)
         par = {f"{g.name}/{b}": parity(src, LMSession(tmp, g, b), ids)
                for g, src in zip(graphs, (target, draft)) for b in g.files}
-        defaults = dict(manifest.defaults)
+        defaults = manifest.defaults
         if "openvino" in formats:
-            defaults.update(measure_costs(tmp, manifest))
+            defaults = defaults.model_copy(update=measure_costs(tmp, manifest))
         manifest = write_manifest(tmp, manifest.model_copy(update={"parity": par, "defaults": defaults}))
     return manifest

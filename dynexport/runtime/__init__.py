@@ -1,6 +1,12 @@
-"""Torch-free runtime: `load(artifact_dir, backend, device)` → a pipeline for the artifact's method.
+"""Torch-free runtime: `load(artifact_dir, backend, device)` → the pipeline for the artifact's method.
 
-Imports only numpy, openvino / onnxruntime, tokenizers and pydantic (a test runs it with torch blocked).
+Imports only numpy, openvino / onnxruntime, tokenizers and pydantic (import contracts and a test that
+runs it with torch blocked keep it so). Every pipeline call takes `(inputs, config=None, **overrides)`
+and returns a result with its outputs and `.stats`:
+
+    EarlyExitPipeline.run(texts, ClassifyConfig | exit policy)         → Result (labels, exit layers)
+    SpeculativePipeline / EaglePipeline.generate(prompt, GenerationConfig, streamer) → GenResult
+    StepSaverPipeline.generate(prompts, ImageConfig | step policy)      → ImageResult
 """
 
 from __future__ import annotations
@@ -9,20 +15,36 @@ from pathlib import Path
 
 from ..errors import InputError, ManifestError
 from ..manifest import read_manifest
-from .early_exit import EarlyExitPipeline, Result, Stats
+from .diffusion import ImageConfig, ImageResult, ImageStats, StepSaverPipeline
+from .eagle import EaglePipeline
+from .early_exit import ClassifyConfig, EarlyExitPipeline, Result, Stats
+from .generation import GenerationConfig, GenResult, GenStats
 from .graph import BACKENDS
-from .policies import AdaptiveDraft, EntropyPolicy, FixedDraft, FullDepth, PatiencePolicy
-from .diffusion import ImageResult, ImageStats, StepSaverPipeline
-from .eagle import EaglePipeline, TreeCfg
-from .speculative import GenResult, GenStats, SpeculativePipeline
+from .policies import (
+    AdaptiveDraft,
+    EntropyPolicy,
+    FixedDraft,
+    FixedSteps,
+    FullDepth,
+    PatiencePolicy,
+    PredictedSteps,
+    TreeCfg,
+)
+from .speculative import SpeculativePipeline
 
-__all__ = ["load", "EarlyExitPipeline", "Result", "Stats", "EntropyPolicy", "PatiencePolicy", "FullDepth",
-           "SpeculativePipeline", "GenResult", "GenStats", "FixedDraft", "AdaptiveDraft", "StepSaverPipeline",
-           "ImageResult", "ImageStats", "EaglePipeline", "TreeCfg"]
+# The artifact → pipeline mapping (manifest `method` → class); the method registry (methods.py) reads it.
+PIPELINES = {"bert_exits": EarlyExitPipeline, "speculative": SpeculativePipeline, "eagle": EaglePipeline,
+             "stepsaver": StepSaverPipeline}
+Pipeline = EarlyExitPipeline | SpeculativePipeline | EaglePipeline | StepSaverPipeline
+
+__all__ = ["load", "PIPELINES", "EarlyExitPipeline", "ClassifyConfig", "Result", "Stats", "EntropyPolicy",
+           "PatiencePolicy", "FullDepth", "SpeculativePipeline", "EaglePipeline", "GenerationConfig", "GenResult",
+           "GenStats", "FixedDraft", "AdaptiveDraft", "TreeCfg", "StepSaverPipeline", "ImageConfig", "ImageResult",
+           "ImageStats", "FixedSteps", "PredictedSteps"]
 
 
 def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU",
-         threads: int | None = None) -> EarlyExitPipeline | SpeculativePipeline | EaglePipeline | StepSaverPipeline:
+         threads: int | None = None) -> Pipeline:
     """Verify the artifact (manifest schema, paths, sha256 of every file) and compile its graphs."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
@@ -30,12 +52,9 @@ def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU
     if not root.is_dir():
         raise ManifestError(f"artifact dir {root} does not exist")
     manifest = read_manifest(root)
-    if manifest.method == "bert_exits":
-        return EarlyExitPipeline(root, manifest, backend, device, threads)
-    if manifest.method == "speculative":
-        return SpeculativePipeline(root, manifest, backend, device, threads)
-    if manifest.method == "eagle":
-        return EaglePipeline(root, manifest, backend, device, threads)
-    if manifest.method == "stepsaver":
-        return StepSaverPipeline(root, manifest, backend, device, threads)
-    raise ManifestError(f"{root}: unknown method {manifest.method!r}")  # pragma: no cover (schema-checked)
+    missing = [g.name for g in manifest.all_graphs() if backend not in g.files]
+    if missing:
+        have = sorted(set.intersection(*(set(g.files) for g in manifest.all_graphs())))
+        raise InputError(f"artifact {root} has no {backend} graphs for {missing}; it has {', '.join(have) or 'none'} "
+                         "(export with --formats to add one)")
+    return PIPELINES[manifest.method](root, manifest, backend, device, threads)

@@ -7,8 +7,9 @@
                guidance the batch is [conditional; unconditional (zero embedding)]
     decode   : x ∈ [-1, 1] → uint8 [B, S, S, 3]
 
-`steps` may be "auto" (the predictor) or an int (a fixed schedule, the baseline); the noise for
-prompt i depends only on (seed, i), so the same seed gives the same start for every step count.
+The step policy is `PredictedSteps(margin)` (the predictor; shorthand "auto") or `FixedSteps(n)` (a fixed
+schedule, the baseline; shorthand n); the noise for prompt i depends only on (seed, i), so the same
+seed gives the same start for every step count.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..manifest import DiffusionManifest
+from .config import resolve
 from .graph import Graph
-from .policies import choose_steps
+from .policies import FixedSteps, PredictedSteps, StepPolicy, choose_steps
 from .schedulers import make_scheduler, run_loop
 from .text import TextEncoder, check_texts
 
@@ -40,6 +42,34 @@ class ImageStats:
         return {**asdict(self), "mean_steps": float(np.mean(self.steps)) if self.steps else 0.0}
 
 
+def as_step_policy(steps) -> StepPolicy:
+    """"auto" → PredictedSteps(), an int n → FixedSteps(n); policy objects pass through."""
+    if isinstance(steps, (FixedSteps, PredictedSteps)):
+        return steps
+    if steps == "auto":
+        return PredictedSteps()
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        return FixedSteps(int(steps))
+    raise InputError(f"steps must be 'auto', an integer or a step policy (PredictedSteps, FixedSteps), got {steps!r}")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How `generate` draws. scheduler / guidance_scale None: the artifact's."""
+    seed: int = 0
+    steps: StepPolicy | int | str = "auto"  # normalised to a step policy
+    scheduler: str | None = None  # ddim | dpmsolver++
+    guidance_scale: float | None = None
+
+    def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise InputError(f"seed must be an integer ≥ 0, got {self.seed!r}")
+        object.__setattr__(self, "steps", as_step_policy(self.steps))
+        g = self.guidance_scale
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g) or g < 1):
+            raise InputError(f"guidance_scale must be a number ≥ 1, got {g!r}")
+
+
 @dataclass(frozen=True)
 class ImageResult:
     images: np.ndarray  # [B, S, S, 3] uint8
@@ -52,7 +82,7 @@ class StepSaverPipeline:
         self.manifest = manifest
         tok = manifest.tokenizer
         self.tokenizer = TextEncoder(root / tok.file, tok.max_length, tok.pad_id)
-        self.graphs = {g.name: Graph(root / g.files[backend], backend, device, threads) for g in manifest.graphs()}
+        self.graphs = {g.name: Graph(root / g.files[backend], backend, device, threads) for g in manifest.all_graphs()}
 
     def embed(self, prompts: list[str]) -> np.ndarray:
         """Sentence embeddings [B, 384]."""
@@ -67,33 +97,32 @@ class StepSaverPipeline:
         probs = self.graphs["predictor"](embedding=emb.astype(np.float32))["probs"]  # [B, C]
         return choose_steps(probs, info.counts, info.margin if margin is None else margin)
 
-    def generate(self, prompts: list[str] | str, seed: int = 0, steps: int | str = "auto",
-                 margin: float | None = None, scheduler: str | None = None,
-                 guidance_scale: float | None = None) -> ImageResult:
-        """Images for `prompts`; steps = "auto" (predicted per prompt) or an int for every prompt."""
+    def generate(self, prompts: list[str] | str, config: ImageConfig | StepPolicy | None = None,
+                 **overrides) -> ImageResult:
+        """Images for `prompts`; `config` (or a step policy, as `ImageConfig(steps=...)`) and keyword
+        overrides are ImageConfig fields."""
+        cfg = resolve(ImageConfig, config, overrides, "steps", (FixedSteps, PredictedSteps))
         prompts = [prompts] if isinstance(prompts, str) else prompts
         check_texts(prompts)
         m = self.manifest
-        sched = make_scheduler(m.scheduler, scheduler or m.scheduler["kind"])
-        g = m.guidance_scale if guidance_scale is None else float(guidance_scale)
-        if not np.isfinite(g) or g < 1.0:
-            raise InputError(f"guidance_scale must be a number ≥ 1, got {guidance_scale!r}")
+        sched = make_scheduler(m.scheduler, cfg.scheduler or m.scheduler["kind"])
+        g = m.guidance_scale if cfg.guidance_scale is None else float(cfg.guidance_scale)
         stats, t0 = ImageStats(), time.perf_counter()
         emb = self.embed(prompts)
         stats.text_s = time.perf_counter() - t0
-        if steps == "auto":
+        if isinstance(cfg.steps, PredictedSteps):
             self._check_auto(sched.kind, g)
             t1 = time.perf_counter()
-            counts = self.predict_steps(emb, margin)
+            counts = self.predict_steps(emb, cfg.steps.margin)
             stats.predictor_s = time.perf_counter() - t1
-        elif isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and 1 <= steps <= m.max_steps:
-            counts = np.full(len(prompts), int(steps))
+        elif cfg.steps.n <= m.max_steps:
+            counts = np.full(len(prompts), cfg.steps.n)
         else:
-            raise InputError(f"steps must be 'auto' or an integer in 1..{m.max_steps}, got {steps!r}")
+            raise InputError(f"steps must be 'auto' or an integer in 1..{m.max_steps}, got {cfg.steps.n}")
         images = np.zeros((len(prompts), m.image_size, m.image_size, 3), np.uint8)
         for n in np.unique(counts):
             rows = np.flatnonzero(counts == n)
-            images[rows] = self._denoise(emb[rows], rows, seed, int(n), sched, g, stats)
+            images[rows] = self._denoise(emb[rows], rows, cfg.seed, int(n), sched, g, stats)
         stats.steps = [int(c) for c in counts]
         stats.total_s = time.perf_counter() - t0
         return ImageResult(images, stats)

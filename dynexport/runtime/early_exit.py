@@ -16,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..manifest import Manifest
+from ..manifest import EarlyExitManifest
+from .config import resolve
 from .graph import Graph
 from .policies import EntropyPolicy, FullDepth, PatiencePolicy, Policy, new_carry, softmax
 from .text import TextEncoder
@@ -38,6 +39,22 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class ClassifyConfig:
+    """How `run` classifies. policy None: the artifact's calibrated entropy threshold."""
+    policy: Policy | None = None
+    batch_size: int = 32
+    sort_by_length: bool = True  # group texts of similar token length into a batch (less padding)
+
+    def __post_init__(self):
+        if self.policy is not None and not isinstance(self.policy, (EntropyPolicy, PatiencePolicy, FullDepth)):
+            raise InputError(f"policy must be EntropyPolicy, PatiencePolicy or FullDepth, got {self.policy!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"batch_size must be an int ≥ 1, got {self.batch_size!r}")
+        if not isinstance(self.sort_by_length, bool):
+            raise InputError(f"sort_by_length must be true or false, got {self.sort_by_length!r}")
+
+
+@dataclass(frozen=True)
 class Result:
     labels: list[str]
     label_ids: np.ndarray  # [n] int64
@@ -50,14 +67,10 @@ class Result:
 class EarlyExitPipeline:
     """Compiled segment graphs + tokenizer of one artifact; `run` is reentrant (no state across calls)."""
 
-    def __init__(self, root: Path, manifest: Manifest, backend: str, device: str, threads: int | None):
+    def __init__(self, root: Path, manifest: EarlyExitManifest, backend: str, device: str, threads: int | None):
         self.root, self.manifest, self.backend = root, manifest, backend
         tok = manifest.tokenizer
         self.encoder = TextEncoder(root / tok.file, tok.max_length, tok.pad_id)
-        missing = [g.name for g in manifest.graphs if backend not in g.files]
-        if missing:
-            raise InputError(f"artifact {root} has no {backend} graphs for {missing}; "
-                             f"it has {sorted(manifest.graphs[0].files)}")
         self.graphs = [Graph(root / g.files[backend], backend, device, threads) for g in manifest.graphs]
         self.input_names = [[t.name for t in g.inputs] for g in manifest.graphs]
         self.exit_layers = [g.exit_layer for g in manifest.graphs]
@@ -67,17 +80,14 @@ class EarlyExitPipeline:
         p = self.manifest.policy
         return EntropyPolicy(p.threshold) if p else FullDepth()
 
-    def run(self, texts: list[str], policy: Policy | None = None, batch_size: int = 32,
-            collect_all: bool = False, progress: bool = False, sort_by_length: bool = True) -> Result:
-        """Classify `texts`; results come back in input order. `policy` defaults to the calibrated
-        entropy threshold of the manifest. `sort_by_length` groups texts of similar token length into
-        a batch (less padding). `collect_all` runs every segment for every sample and returns each
-        exit's logits (used by calibration)."""
-        policy = self.default_policy if policy is None else policy
-        if not isinstance(policy, (EntropyPolicy, PatiencePolicy, FullDepth)):
-            raise InputError(f"policy must be EntropyPolicy, PatiencePolicy or FullDepth, got {policy!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
+    def run(self, texts: list[str], config: ClassifyConfig | Policy | None = None, *, collect_all: bool = False,
+            progress: bool = False, **overrides) -> Result:
+        """Classify `texts`; results come back in input order. `config` (or an exit policy object, as
+        `ClassifyConfig(policy=...)`) and keyword overrides are ClassifyConfig fields. `collect_all` runs
+        every segment for every sample and returns each exit's logits (used by calibration)."""
+        cfg = resolve(ClassifyConfig, config, overrides, "policy", (EntropyPolicy, PatiencePolicy, FullDepth))
+        policy = self.default_policy if cfg.policy is None else cfg.policy
+        batch_size, sort_by_length = cfg.batch_size, cfg.sort_by_length
         t0 = time.perf_counter()
         batch = self.encoder(texts)  # validates texts; [n, seq] int64 arrays
         n, nseg, classes = len(texts), len(self.graphs), len(self.manifest.labels)
@@ -102,7 +112,7 @@ class EarlyExitPipeline:
                       np.array(self.exit_layers)[acc.exit_seg], acc.stats, acc.all_logits)
 
     def _run_chunk(self, idx: np.ndarray, x: np.ndarray, mask: np.ndarray, policy: Policy,
-                   acc: "_Accumulator") -> None:
+                   acc: _Accumulator) -> None:
         """One batch through the segments; `idx` are the samples' positions in the caller's list."""
         carry, last, stats = new_carry(len(idx)), len(self.graphs) - 1, acc.stats
         for i, graph in enumerate(self.graphs):

@@ -1,12 +1,15 @@
-"""Exit policies: pure numpy rules that decide, per sample, whether to leave at an exit.
+"""Policies: the frozen objects that say how a pipeline spends its compute, with their numpy rules.
 
-Each policy has `decide(logits, carry) -> (exit_mask, carry)`; `carry` is a per-sample int array
-[batch, 2] (previous prediction, streak) that the pipeline compacts together with the batch.
+- exit policies (early exit): `decide(logits, carry) -> (exit_mask, carry)`; `carry` is a per-sample
+  int array [batch, 2] (previous prediction, streak) that the pipeline compacts with the batch;
+- draft policies (speculative, EAGLE): `FixedDraft(k)`, `AdaptiveDraft(...)`, `TreeCfg(...)`;
+- step policies (StepSaver): `PredictedSteps(margin)`, `FixedSteps(n)`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
@@ -83,42 +86,71 @@ def best_k(alpha: float, cost_ratio: float, k_max: int, verify_slope: float = 0.
     return int(np.argmax(speed))
 
 
+DraftPolicy = Union["FixedDraft", "AdaptiveDraft", "TreeCfg"]
+
+
+def _int_in(name: str, v, lo: int, hi: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise InputError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class FixedDraft:
+    """Draft k tokens every round (a chain of k for EAGLE); k = 0 runs the target alone."""
     k: int
 
-    def next_k(self) -> int:
-        return self.k
-
-    def update(self, k: int, accepted: int) -> None:
-        pass
+    def __post_init__(self):
+        _int_in("FixedDraft k (num_draft_tokens)", self.k, 0, 16)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdaptiveDraft:
-    """k from the running acceptance estimate: α̂ = accepted / (accepted + rejections), exponentially
-    decayed, with a prior of `prior_alpha` worth `prior_weight` trials; k = best_k(α̂, c, slope).
-    When no k pays (best_k = 0: the draft costs more than it saves) the target decodes alone, with a
-    k = 1 probe every `probe_every` tokens so α̂ keeps tracking the text."""
-    cost_ratio: float = 0.15  # draft call time / target single-token call time (measured at export)
-    verify_slope: float = 0.02  # extra target time per verified token, in target calls
+    """Speculative decoding: k from the running acceptance estimate α̂ = accepted / (accepted +
+    rejections), exponentially decayed, with a prior of `prior_alpha` worth `prior_weight` trials;
+    k = best_k(α̂, c, slope). When no k pays (best_k = 0: the draft costs more than it saves) the target
+    decodes alone, with a k = 1 probe every `probe_every` tokens so α̂ keeps tracking the text.
+    cost_ratio / verify_slope None: the artifact's measured values (`FALLBACK_COSTS` if it has none).
+    A frozen config: the estimate lives in the generate call (`AcceptanceEstimate`)."""
+    cost_ratio: float | None = None  # draft call time / target single-token call time
+    verify_slope: float | None = None  # extra target time per verified token, in target calls
     k_max: int = 8
     decay: float = 0.9
     prior_alpha: float = 0.6
     prior_weight: float = 4.0
     probe_every: int = 8
+
+    def __post_init__(self):
+        _int_in("AdaptiveDraft k_max", self.k_max, 1, 16)
+        _int_in("AdaptiveDraft probe_every", self.probe_every, 1, 1 << 20)
+        for name in ("cost_ratio", "verify_slope"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0):
+                raise InputError(f"AdaptiveDraft {name} must be a finite number ≥ 0 or None, got {v!r}")
+        if not 0 < self.decay <= 1 or not 0 <= self.prior_alpha <= 1 or not self.prior_weight > 0:
+            raise InputError("AdaptiveDraft needs 0 < decay ≤ 1, 0 ≤ prior_alpha ≤ 1 and prior_weight > 0")
+
+
+FALLBACK_COSTS = AdaptiveDraft(cost_ratio=0.15, verify_slope=0.02)  # for artifacts without measured costs
+
+
+@dataclass
+class AcceptanceEstimate:
+    """The mutable state of one AdaptiveDraft generation: decayed accepted / trial counts."""
+    policy: AdaptiveDraft  # with cost_ratio and verify_slope filled in
     accepted: float = 0.0
     trials: float = 0.0
     idle: int = 0  # target-only steps since the last draft round
 
     def alpha(self) -> float:
-        return (self.accepted + self.prior_alpha * self.prior_weight) / (self.trials + self.prior_weight)
+        p = self.policy
+        return (self.accepted + p.prior_alpha * p.prior_weight) / (self.trials + p.prior_weight)
 
     def next_k(self) -> int:
-        k = best_k(self.alpha(), self.cost_ratio, self.k_max, self.verify_slope)
+        p = self.policy
+        k = best_k(self.alpha(), p.cost_ratio, p.k_max, p.verify_slope)
         if k == 0:
             self.idle += 1
-            if self.idle < self.probe_every:
+            if self.idle < p.probe_every:
                 return 0
             k = 1
         self.idle = 0
@@ -126,16 +158,59 @@ class AdaptiveDraft:
 
     def update(self, k: int, accepted: int) -> None:
         """A round drafted k and accepted `accepted`: that is `accepted` successes and one failure if < k."""
-        self.accepted = self.decay * self.accepted + accepted
-        self.trials = self.decay * self.trials + accepted + (1 if accepted < k else 0)
+        d = self.policy.decay
+        self.accepted = d * self.accepted + accepted
+        self.trials = d * self.trials + accepted + (1 if accepted < k else 0)
+
+
+@dataclass(frozen=True)
+class TreeCfg:
+    """EAGLE: draft a token tree (EAGLE-2: grown by the head's confidence) instead of a chain."""
+    depth: int = 5  # draft depth (head calls per round, counting the free first level)
+    topk: int = 8  # children per expanded node, and nodes expanded per depth
+    max_tokens: int = 32  # draft tokens verified per round at most
+    dynamic: bool = True  # size each tree from the measured target cost (False: exactly max_tokens)
+
+    def __post_init__(self):
+        for name, lo, hi in (("depth", 1, 16), ("topk", 1, 64), ("max_tokens", 1, 256)):
+            _int_in(f"tree {name}", getattr(self, name), lo, hi)
+        if not isinstance(self.dynamic, bool):
+            raise InputError(f"tree dynamic must be true or false, got {self.dynamic!r}")
 
 
 # ---- step policies (StepSaver) ----
 
+def _check_margin(margin) -> None:
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.floating)) or not 0.0 < margin < 1.0:
+        raise InputError(f"margin must be a number in (0, 1), got {margin!r}")
+
+
 def choose_steps(probs: np.ndarray, counts: list[int], margin: float) -> np.ndarray:
     """Smallest step count whose cumulative predicted probability of being enough reaches `margin`.
     probs [B, C] over the ascending `counts` → [B] int."""
-    if not 0.0 < margin < 1.0:
-        raise InputError(f"margin must be in (0, 1), got {margin!r}")
+    _check_margin(margin)
     idx = np.minimum((np.cumsum(probs, -1) < margin).sum(-1), len(counts) - 1)
     return np.asarray(counts)[idx]
+
+
+@dataclass(frozen=True)
+class FixedSteps:
+    """Every prompt denoises with the same n steps (the baseline schedule, re-spaced)."""
+    n: int
+
+    def __post_init__(self):
+        _int_in("steps", self.n, 1, 1000)
+
+
+@dataclass(frozen=True)
+class PredictedSteps:
+    """StepSaver: the step predictor picks each prompt's count, the smallest whose predicted probability
+    of being enough reaches `margin` (None: the artifact's calibrated margin)."""
+    margin: float | None = None
+
+    def __post_init__(self):
+        if self.margin is not None:
+            _check_margin(self.margin)
+
+
+StepPolicy = FixedSteps | PredictedSteps

@@ -16,8 +16,8 @@ matters at few steps) and `linspace` for DPM-Solver++ (its default).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def alphas_cumprod(cfg: SchedulerCfg) -> np.ndarray:
     """ᾱ_t for t = 0..T−1 [T], float64, as diffusers builds it."""
     T = cfg.train_timesteps
     if cfg.beta_schedule == "squaredcos_cap_v2":
-        f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
         betas = np.array([min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)], np.float32)
     elif cfg.beta_schedule == "linear":
         betas = np.linspace(cfg.beta_start, cfg.beta_end, T, dtype=np.float32)
@@ -109,7 +109,7 @@ class _DPMSolverPP:
         a_s, s_s = self._alpha_sigma(i)
         a_t, s_t = self._alpha_sigma(i + 1)
         x0 = np.clip((x - s_s * eps) / a_s, -1.0, 1.0)
-        lam = lambda a, s: math.log(a) - math.log(s) if s > 0 else math.inf  # noqa: E731
+        lam = lambda a, s: math.log(a) - math.log(s) if s > 0 else math.inf
         first = self.prev_x0 is None or i == n - 1  # lower-order start, and the final step (σ → 0)
         h = lam(a_t, s_t) - lam(a_s, s_s)
         em1 = math.expm1(-h) if math.isfinite(h) else -1.0  # final step: σ_t = 0, h = ∞, exp(−h) − 1 = −1

@@ -21,19 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import paths
 from ..assets import cache_dir
-from ..manifest import sha256_file
 from ..data import Example, Splits
 from ..errors import AssetError
-from ..export.encoder_segments import ExitHead, MultiExit, SeqClsHead, load_encoder
-from ..recipe import Recipe
-from ..runtime.text import TextEncoder
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ..manifest import sha256_file
+from ..models.encoder import ExitHead, MultiExit, all_heads, load_encoder, text_encoder
+from ..recipe import EarlyExitRecipe
 
 
 def model_sha(model_dir: Path) -> str:
@@ -43,36 +41,24 @@ def model_sha(model_dir: Path) -> str:
     return "-".join(sha256_file(f)[:16] for f in files)
 
 
-def checkpoint_path(recipe: Recipe, model_dir: Path, splits: Splits) -> Path:
+def checkpoint_name(recipe: EarlyExitRecipe, model_dir: Path, splits: Splits) -> str:
+    """`<model>-<scheme>-<key>`: the key hashes base weights, data split, labels, max length and the
+    training config (not where checkpoints are kept)."""
     key_src = json.dumps({"model": model_sha(model_dir), "split": splits.info["key_sha256"],
                           "labels": splits.labels, "max_length": recipe.model.max_length,
-                          "training": recipe.training.model_dump()}, sort_keys=True)
+                          "training": recipe.training.model_dump(exclude={"checkpoint_dir"})}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
-    root = Path(recipe.training.checkpoint_dir)
-    root = root if root.is_absolute() else REPO_ROOT / root
-    return root / f"{Path(recipe.model.id).name}-{recipe.training.scheme}-{key}"
+    return f"{Path(recipe.model.id).name}-{recipe.training.scheme}-{key}"
 
 
-def ensure_tokenizer_json(model_dir: Path) -> Path:
-    """The model's tokenizer.json; a checkpoint with only vocab files gets one converted by HF (cached)."""
-    tj = model_dir / "tokenizer.json"
-    if tj.is_file():
-        return tj
-    from transformers import AutoTokenizer
-    out = cache_dir() / "tokenizers" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
-    if not (out / "tokenizer.json").is_file():
-        tok = AutoTokenizer.from_pretrained(model_dir, use_fast=True, trust_remote_code=False)
-        if not tok.is_fast:
-            raise AssetError(f"{model_dir}: no fast tokenizer can be built for this checkpoint")
-        tok.save_pretrained(out)
-    return out / "tokenizer.json"
-
-
-def text_encoder(model_dir: Path, max_length: int) -> TextEncoder:
-    """The runtime's tokenizer (the same class and tokenizer.json the exported artifact uses)."""
-    from transformers import AutoConfig
-    pad = AutoConfig.from_pretrained(model_dir).pad_token_id
-    return TextEncoder(ensure_tokenizer_json(model_dir), max_length, pad or 0)
+def checkpoint_path(recipe: EarlyExitRecipe, model_dir: Path, splits: Splits) -> Path:
+    """Where this recipe's checkpoint is (or is to be written): in `training.checkpoint_dir` if set, else
+    the committed one (dynexport/weights/early_exit) if it exists, else the cache."""
+    name = checkpoint_name(recipe, model_dir, splits)
+    if recipe.training.checkpoint_dir:
+        return Path(recipe.training.checkpoint_dir) / name
+    committed = paths.committed("early_exit") / name
+    return committed if (committed / "train_info.json").is_file() else cache_dir() / "checkpoints" / name
 
 
 def batches(examples: tuple[Example, ...], size: int, seed: int | None, group: int = 32):
@@ -96,10 +82,6 @@ def batches(examples: tuple[Example, ...], size: int, seed: int | None, group: i
 def exit_loss(out: dict[int, torch.Tensor], y: torch.Tensor, weights: dict[int, float]) -> torch.Tensor:
     """Weighted mean over the trained heads of their cross-entropy to the labels."""
     return sum(w * nn.functional.cross_entropy(out[k], y) for k, w in weights.items()) / sum(weights.values())
-
-
-def make_heads(layers: list[int], hidden: int, classes: int, width: int) -> dict[int, nn.Module]:
-    return {layer: ExitHead(hidden, classes, width) for layer in layers}
 
 
 def _lora(base: nn.Module, family, cfg):
@@ -186,15 +168,6 @@ def _train_heads_frozen(model: MultiExit, layers: list[int], examples, cfg, enc)
                 opt.step()
 
 
-def _all_heads(base, seqcls: bool, model_hf, family, classes: int, width: int) -> dict[int, nn.Module]:
-    """A head after every layer 1..L; a sequence-classification checkpoint keeps its own final head."""
-    num_layers, hidden = base.config.num_hidden_layers, base.config.hidden_size
-    heads = make_heads(list(range(1, num_layers + (0 if seqcls else 1))), hidden, classes, width)
-    if seqcls:
-        heads[num_layers] = SeqClsHead(model_hf, family)
-    return heads
-
-
 def _check_seqcls_labels(config, labels: tuple[str, ...], model_dir: Path) -> None:
     """A classification checkpoint must predict exactly the dataset's labels, in the same order."""
     names = [config.id2label[i] for i in range(config.num_labels)]
@@ -204,7 +177,7 @@ def _check_seqcls_labels(config, labels: tuple[str, ...], model_dir: Path) -> No
                          "set dataset.labels in the recipe to the checkpoint's label order")
 
 
-def train(recipe: Recipe, model_dir: Path, splits: Splits, ckpt: Path) -> dict:
+def train(recipe: EarlyExitRecipe, model_dir: Path, splits: Splits, ckpt: Path) -> dict:
     """Train per `recipe.training` and write the checkpoint dir `ckpt` atomically; returns train_info."""
     cfg, t0 = recipe.training, time.time()
     torch.manual_seed(cfg.seed)
@@ -214,7 +187,7 @@ def train(recipe: Recipe, model_dir: Path, splits: Splits, ckpt: Path) -> dict:
         _check_seqcls_labels(model_hf.config, splits.labels, model_dir)
     enc = text_encoder(model_dir, recipe.model.max_length)
     examples = splits.train[: cfg.max_train_examples or None]
-    heads = _all_heads(base, seqcls, model_hf, family, classes, cfg.head_width)
+    heads = all_heads(base, seqcls, model_hf, family, classes, cfg.head_width)
     tmp = ckpt.with_name(ckpt.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
     model = MultiExit(base, family, heads)
@@ -249,27 +222,9 @@ def train(recipe: Recipe, model_dir: Path, splits: Splits, ckpt: Path) -> dict:
     return info
 
 
-def ensure_trained(recipe: Recipe, model_dir: Path, splits: Splits) -> Path:
+def ensure_trained(recipe: EarlyExitRecipe, model_dir: Path, splits: Splits) -> Path:
     """The cached checkpoint for this recipe/model/split, training it first if absent."""
     ckpt = checkpoint_path(recipe, model_dir, splits)
     if not (ckpt / "train_info.json").is_file():
         train(recipe, model_dir, splits, ckpt)
     return ckpt
-
-
-def load_trained(model_dir: Path, ckpt: Path):
-    """(model, family, encoder with the LoRA delta merged, heads {layer: module}) in eval mode."""
-    info = json.loads((ckpt / "train_info.json").read_text())
-    model_hf, family, base, seqcls = load_encoder(model_dir)
-    if (ckpt / "adapter").is_dir():
-        from peft import PeftModel
-        base = PeftModel.from_pretrained(base, ckpt / "adapter").merge_and_unload()
-    state = load_file(ckpt / "heads.safetensors")
-    classes, width = len(info["labels"]), info["recipe_training"]["head_width"]
-    heads = _all_heads(base, seqcls, model_hf, family, classes, width)
-    for k, h in heads.items():
-        if isinstance(h, ExitHead):
-            h.load_state_dict({n.split(".", 1)[1]: t for n, t in state.items() if n.split(".")[0] == str(k)})
-    for m in [model_hf, base, *heads.values()]:
-        m.eval()
-    return model_hf, family, base, heads, info

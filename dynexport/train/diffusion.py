@@ -5,34 +5,21 @@ The caption embedding is one D-dim vector (D = 384; mean-pooled, L2-normalised: 
 sentence embedding) fed as a one-token cross-attention context [B, 1, D]; 10% of captions are dropped to
 the zero vector so classifier-free guidance works. DDPM noise schedule, ε-prediction, AdamW, EMA of
 the weights. Everything resumes from `work/` (checkpoint every `ckpt_every` steps, log lines with
-s/step); the final EMA weights go to `out/unet.safetensors` + `out/unet.json`.
+s/step); the final EMA weights are saved with `models.unet.save_unet`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-
-
-@dataclass(frozen=True)
-class UNetCfg:
-    size: int = 32
-    channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    norm_num_groups: int = 8
-    train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
-    text_encoder: str = "all-MiniLM-L6-v2"  # embedded asset id or a local BERT dir: the conditioning encoder
-    context_dim: int = 384  # its hidden size
+from ..models.unet import UNetCfg, build_unet, noise_scheduler, to_unit
 
 
 @dataclass(frozen=True)
@@ -50,46 +37,6 @@ class TrainCfg:
     minutes: float = 0.0  # > 0: a wall-time budget; every `probe` steps `steps` is re-planned to fit it
     probe: int = 100
     planned: int = 0  # the step count asked for, kept while a time budget re-plans `steps`
-
-
-def build_unet(cfg: UNetCfg) -> nn.Module:
-    from diffusers import UNet2DConditionModel
-    n = len(cfg.channels)
-    return UNet2DConditionModel(
-        sample_size=cfg.size, in_channels=3, out_channels=3, layers_per_block=cfg.layers_per_block,
-        block_out_channels=cfg.channels, down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",), cross_attention_dim=cfg.context_dim,
-        attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups)
-
-
-def noise_scheduler(cfg: UNetCfg):
-    """The training (DDPM) scheduler; its config is what the runtime's numpy schedulers re-space."""
-    from diffusers import DDPMScheduler
-    return DDPMScheduler(num_train_timesteps=cfg.train_timesteps, beta_schedule=cfg.beta_schedule,
-                         prediction_type="epsilon", clip_sample=False)
-
-
-@torch.no_grad()
-def caption_embeddings(captions: list[str], text_encoder: str = "all-MiniLM-L6-v2", batch: int = 256) -> torch.Tensor:
-    """Sentence embeddings [N, D] of the conditioning encoder (mean over real tokens, L2-normalised)."""
-    from transformers import AutoModel
-
-    from ..assets import resolve_model
-    from ..export.diffusion import MAX_TOKENS, SentenceEncoder
-    from .bert_exits import text_encoder as tokenizer_for
-    src = resolve_model(text_encoder)
-    enc = SentenceEncoder(AutoModel.from_pretrained(src).eval())
-    tok = tokenizer_for(src, MAX_TOKENS)
-    out = []
-    for i in range(0, len(captions), batch):
-        b = tok(captions[i:i + batch])
-        out.append(enc(torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask)))
-    return torch.cat(out)
-
-
-def to_unit(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _save_ckpt(path: Path, unet, ema, opt, step: int) -> None:
@@ -202,20 +149,3 @@ def _lr(step: int, cfg: TrainCfg) -> float:
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters()):
         e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-
-
-def save_unet(unet: nn.Module, ucfg: UNetCfg, out: Path, training: dict) -> None:
-    """EMA weights as fp16 safetensors + the config and training record (what export reads)."""
-    from safetensors.torch import save_file
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.half().contiguous() for k, v in unet.state_dict().items()}, str(out / "unet.safetensors"))
-    (out / "unet.json").write_text(json.dumps({"unet": asdict(ucfg), "training": training}, indent=1) + "\n")
-
-
-def load_unet(src: Path) -> tuple[nn.Module, UNetCfg]:
-    from safetensors.torch import load_file
-    meta = json.loads((src / "unet.json").read_text())
-    ucfg = UNetCfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["unet"].items()})
-    unet = build_unet(ucfg)
-    unet.load_state_dict({k: v.float() for k, v in load_file(str(src / "unet.safetensors")).items()})
-    return unet.eval(), ucfg

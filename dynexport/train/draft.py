@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..export.llama import MATRICES, KVLlama, causal_mask
-from ..export.lm_sources import DRAFT_FORMAT, DRAFT_VERSION
+from ..models.llama import MATRICES, KVLlama, causal_mask
+from ..models.lm_sources import DRAFT_FORMAT, DRAFT_VERSION
 from .optim import adamw_cosine, resume, save
 
 
@@ -76,7 +76,7 @@ def attach_lora(model: KVLlama, rank: int, alpha: float) -> list[nn.Parameter]:
 
 
 def delta_tensors(model: KVLlama, vocab_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The committed delta: LoRA A/B (fp16), norms, vocabulary (see export/lm_sources.py)."""
+    """The committed delta: LoRA A/B (fp16), norms, vocabulary (see models/lm_sources.py)."""
     out = {"vocab_ids": vocab_ids.to(torch.int64), "norm": model.norm.detach().clone()}
     for j, layer in enumerate(model.layers):
         for attr in MATRICES:
@@ -322,7 +322,7 @@ def run(target_dir: Path, out: Path, work: Path, cfg: DraftCfg, log=print, run_d
     `init`: a draft delta to start from (its vocabulary is kept)."""
     from transformers import AutoTokenizer
 
-    from ..export.lm_sources import read_checkpoint
+    from ..models.lm_sources import read_checkpoint
 
     torch.manual_seed(cfg.seed)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Train an EAGLE head (export/eagle_head.py) for a Llama target on CPU.
+"""Train an EAGLE head (models/eagle_head.py) for a Llama target on CPU.
 
 Data: the same token chunks the separate draft was distilled on (train/draft.py: real news,
 Wikipedia and stdlib code, target continuations, and on-policy target generations, cached in the
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..export.eagle_head import EagleHead
-from ..export.llama import KVLlama, causal_mask
+from ..models.eagle_head import EagleHead
+from ..models.llama import KVLlama, causal_mask
 from .optim import adamw_cosine, resume, save
 
 NEG = torch.finfo(torch.float32).min
@@ -170,7 +170,7 @@ def load_data(target_dir: Path, draft_work: Path, work: Path, onpolicy_prompts: 
     "eos_ids": [...]} (cached; resumable)."""
     from transformers import AutoTokenizer
 
-    from ..export.lm_sources import read_checkpoint
+    from ..models.lm_sources import read_checkpoint
     from .draft import DraftCfg, build_data, onpolicy_data
 
     lcfg, sd, sha, n = read_checkpoint(target_dir)

@@ -73,7 +73,7 @@ def train_scorer(x: torch.Tensor, cls: torch.Tensor, text: torch.Tensor, epochs:
 @torch.no_grad()
 def embed_images(model: ImageEncoder, images: np.ndarray, batch: int = 512) -> np.ndarray:
     """uint8 [N, 32, 32, 3] → [N, 384]."""
-    from .diffusion import to_unit
+    from ..models.unet import to_unit
     return np.concatenate([model(to_unit(images[i:i + batch])).numpy() for i in range(0, len(images), batch)])
 
 

@@ -1,46 +1,21 @@
-"""StepSaver's step predictor: from a prompt's sentence embedding, the distribution over step counts.
+"""Train StepSaver's step predictor (`models/step_predictor.py`): labels from measured convergence,
+full-batch training, and the margin calibrated on validation prompts.
 
 Each label is the smallest candidate count at which one (prompt, seed) generation has converged
-(scripts/make_step_labels.py). The predictor is a small MLP classifier over the candidate counts,
-trained with cross-entropy on all (prompt, seed) pairs — so for a prompt it learns how the needed
-count varies with the seed. The runtime picks the smallest count whose predicted cumulative
-probability reaches the safety `margin`; `calibrate_margin` chooses that margin on validation prompts.
+(scripts/make_step_labels.py). The predictor is trained with cross-entropy on all (prompt, seed)
+pairs — so for a prompt it learns how the needed count varies with the seed. The runtime picks the
+smallest count whose predicted cumulative probability reaches the safety `margin`;
+`calibrate_margin` chooses that margin on validation prompts.
 """
 
 from __future__ import annotations
-
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..manifest import StepPredictorInfo
+from ..models.step_predictor import PredictorCfg, StepPredictor
 from ..runtime.policies import choose_steps
-
-
-@dataclass(frozen=True)
-class PredictorCfg:
-    hidden: int = 256
-    dropout: float = 0.2
-    epochs: int = 300
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    seed: int = 0
-
-
-class StepPredictor(nn.Module):
-    """embedding [B, D] → probabilities [B, C] over the candidate step counts."""
-
-    def __init__(self, classes: int, dim: int = 384, hidden: int = 256, dropout: float = 0.2):
-        super().__init__()
-        self.dim = dim
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.net(embedding).softmax(-1)
 
 
 def label_of(conv: np.ndarray, counts: list[int], full: int) -> int:
@@ -84,20 +59,3 @@ def calibrate_margin(probs: np.ndarray, ssim_at: np.ndarray, counts: list[int], 
     const = next((c for c, v in zip(counts, ssim_at.mean(0)) if v >= target_ssim), counts[-1])
     return {"target_mean_ssim": target_ssim, "chosen": ok[0] if ok else rows[-1], "curve": rows[::5],
             "constant_same_target": {"steps": int(const), "mean_ssim": float(ssim_at[:, counts.index(const)].mean())}}
-
-
-def save_predictor(model: StepPredictor, cfg: PredictorCfg, info: StepPredictorInfo, out: Path) -> None:
-    from safetensors.torch import save_file
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "predictor.safetensors"))
-    (out / "predictor.json").write_text(json.dumps({"cfg": asdict(cfg), "dim": model.dim, "info": info.model_dump()},
-                                                   indent=1) + "\n")
-
-
-def load_predictor(src: Path) -> tuple[StepPredictor, StepPredictorInfo]:
-    from safetensors.torch import load_file
-    meta = json.loads((src / "predictor.json").read_text())
-    cfg, info = PredictorCfg(**meta["cfg"]), StepPredictorInfo(**meta["info"])
-    model = StepPredictor(len(info.counts), meta["dim"], cfg.hidden, cfg.dropout)
-    model.load_state_dict(load_file(str(src / "predictor.safetensors")))
-    return model.eval(), info

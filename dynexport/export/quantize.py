@@ -8,12 +8,12 @@ Calibration items are dicts of input name → numpy array, produced by the calle
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import nncf
 
-from .errors import DynexportError
+from ..errors import DynexportError
 
 
 def precision_label(weight_format: str, quant_mode: str, backend: str) -> str:

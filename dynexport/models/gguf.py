@@ -1,4 +1,5 @@
-"""GGUF causal LM → local HF checkpoint (fp32 safetensors + a tokenizer rebuilt from GGUF metadata).
+"""GGUF causal LM → local HF checkpoint (fp32 safetensors + a tokenizer rebuilt from GGUF metadata),
+and the embedded SmolLM2 converted once into the cache.
 
 transformers' GGUF loader dequantizes the weights correctly but builds a wrong tokenizer for
 SmolLM2 (eos `<|im_start|>`, a forced BOS, ids past the embedding table, no digit splitting), so
@@ -12,8 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import assets
+from ..atomic import atomic_output_dir
 from ..errors import AssetError
-from .common import atomic_output_dir
 
 
 def gguf_fields(path: Path) -> dict:
@@ -43,7 +45,7 @@ def build_tokenizer(fields: dict):
     ])
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(special)
-    name = lambda key: tokens[int(fields[key])]  # noqa: E731
+    name = lambda key: tokens[int(fields[key])]
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=name("tokenizer.ggml.bos_token_id"),
         eos_token=name("tokenizer.ggml.eos_token_id"), unk_token=name("tokenizer.ggml.unknown_token_id"),
@@ -77,3 +79,11 @@ def convert_gguf(gguf_path: Path, out: Path, overwrite: bool = False) -> Path:
         (tmp / "source.json").write_text(json.dumps({"gguf": gguf_path.name}, indent=1) + "\n")
         (tmp / ".complete").write_text("ok\n")
     return out
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a local fp32 HF checkpoint, converted from the GGUF once (cached)."""
+    out = assets.cache_dir() / "assets" / assets.SMOLLM2_ID
+    if (out / ".complete").is_file():
+        return out
+    return convert_gguf(assets.smollm2_gguf(), out, overwrite=True)

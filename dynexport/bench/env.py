@@ -49,7 +49,7 @@ def environment(root: Path) -> dict:
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
             "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "python": platform.python_version(), "platform": platform.platform(), "versions": versions,
-            "git_commit": git_commit(root), "utc": dt.datetime.now(dt.timezone.utc).isoformat()}
+            "git_commit": git_commit(root), "utc": dt.datetime.now(dt.UTC).isoformat()}
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -13,10 +13,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-OUT_ROOT = Path(__file__).resolve().parents[1] / "exported_models"
+from .. import paths
+
+OUT_ROOT = Path(__file__).resolve().parents[2] / "exported_models"
 GENAI_CFG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
 
 
@@ -30,16 +32,16 @@ def ensure_speculative(draft: Path, precision: str) -> Path:
     out = OUT_ROOT / f"smollm2-speculative-{precision}"
     manifest = out / "manifest.json"
     if not manifest.is_file() or json.loads(manifest.read_text())["source"]["draft_sha256"] != draft_sha(draft):
-        from dynexport.assets import smollm2_dir
-        from dynexport.export.speculative import export
-        export(smollm2_dir(), draft, out, weight_format=precision, num_draft_tokens="adaptive",
-               formats=("openvino",), overwrite=True)
+        from dynexport import methods
+        recipe = methods.get("speculative").load_recipe(None, {
+            "draft": str(draft), "quantization.weight_format": precision, "generation.num_draft_tokens": "adaptive"})
+        methods.export("speculative", recipe, out, overwrite=True, formats=("openvino",))
     return out
 
 
 def ensure_genai(draft: Path, precision: str) -> tuple[Path, Path]:
     """optimum-cli exports of the target and of the same draft (as a plain Llama) for openvino_genai."""
-    from dynexport.assets import smollm2_dir
+    from dynexport.models.gguf import smollm2_dir
     target_out, draft_out = OUT_ROOT / "genai" / f"target-{precision}", OUT_ROOT / "genai" / f"draft-{precision}"
     stamp = draft_sha(draft)
     for src, out in ((None, target_out), (draft, draft_out)):
@@ -49,7 +51,7 @@ def ensure_genai(draft: Path, precision: str) -> tuple[Path, Path]:
             continue
         model_dir = smollm2_dir()
         if src is not None:
-            from dynexport.export.lm_sources import draft_source, save_hf_checkpoint
+            from dynexport.models.lm_sources import draft_source, save_hf_checkpoint
             model_dir = save_hf_checkpoint(draft_source(src, smollm2_dir()).module, smollm2_dir(),
                                            OUT_ROOT / "genai" / "draft-hf")
         subprocess.run([str(Path(sys.executable).parent / "optimum-cli"), "export", "openvino", "--model",
@@ -61,15 +63,15 @@ def ensure_genai(draft: Path, precision: str) -> tuple[Path, Path]:
 
 
 def ours(pipe, prompt: str, n: int, sample: bool, seed: int, **kw) -> dict:
-    """One dynexport generate call (T = 0.7 when sampling); kw: num_draft_tokens / tree."""
+    """One dynexport generate call (T = 0.7 when sampling); kw: GenerationConfig overrides (draft=...)."""
     t0 = time.perf_counter()
-    r = pipe.generate(prompt, n, do_sample=sample, temperature=0.7, seed=seed, ignore_eos=True, **kw)
+    r = pipe.generate(prompt, max_new_tokens=n, do_sample=sample, temperature=0.7, seed=seed, ignore_eos=True, **kw)
     wall = time.perf_counter() - t0
     s = r.stats
     return {"wall_s": wall, "tokens": s.new_tokens, "ttft_s": s.ttft_s, "tpot_s": s.tpot_s,
             "drafted": s.drafted, "accepted": s.accepted, "rounds": len(s.draft_lengths),
             "accepted_lengths": list(s.accepted_lengths),
-            "target_calls": s.target_calls, "draft_calls": s.draft_calls, "ids": r.tokens}
+            "target_calls": s.target_calls, "draft_calls": s.draft_calls, "ids": r.tokens[0]}
 
 
 def genai(pipe, prompt: str, n: int, k, sample: bool, seed: int) -> dict:
@@ -90,7 +92,7 @@ def genai(pipe, prompt: str, n: int, k, sample: bool, seed: int) -> dict:
 
 def verify_cost_curve(pipe, n_max: int = 16, repeats: int = 7) -> list[dict]:
     """Median time of one target call over n = 1..n_max new positions after a 32-token context."""
-    from .runtime.kv import median_call_ms, prime
+    from ..runtime.kv import median_call_ms, prime
     prime(pipe.target)
     return [{"n": n, "ms": median_call_ms(pipe.target, n, repeats)} for n in range(1, n_max + 1)]
 
@@ -102,7 +104,7 @@ def optimum_cost_curve(model_dir: Path, ns=(1, 2, 3, 4, 5, 6, 8, 12, 16), repeat
     import numpy as np
     import openvino as ov
 
-    from .runtime.kv import CPU_EXACT
+    from ..runtime.kv import CPU_EXACT
     request = ov.Core().compile_model(str(model_dir / "openvino_model.xml"), "CPU", {
         "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", **CPU_EXACT}).create_infer_request()
     out = []
@@ -111,7 +113,8 @@ def optimum_cost_curve(model_dir: Path, ns=(1, 2, 3, 4, 5, 6, 8, 12, 16), repeat
         length, ts = 0, []
         for i in range(repeats + 4):
             step = 32 if i == 0 else n
-            feed = {"input_ids": np.arange(100, 100 + step)[None], "attention_mask": np.ones((1, length + step), np.int64),
+            feed = {"input_ids": np.arange(100, 100 + step)[None],
+                    "attention_mask": np.ones((1, length + step), np.int64),
                     "position_ids": np.arange(length, length + step)[None], "beam_idx": np.zeros(1, np.int32)}
             t0 = time.perf_counter()
             request.infer(feed)
@@ -166,8 +169,9 @@ def common_args(ap, root: Path, out_name: str, prompts: int) -> None:
     """The options both LM benchmarks take: precisions, tokens, prompt count, the issue-4 draft, output."""
     ap.add_argument("--precisions", nargs="+", default=["fp16", "int8"])
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--prompts", type=int, default=prompts, help="held-out prompts (half news openings, half stdlib functions)")
-    ap.add_argument("--draft", type=Path, default=root / "drafts" / "smollm2-135m-draft")
+    ap.add_argument("--prompts", type=int, default=prompts,
+                    help="held-out prompts (half news openings, half stdlib functions)")
+    ap.add_argument("--draft", type=Path, default=paths.committed("speculative") / "smollm2-135m-draft")
     ap.add_argument("--out", type=Path, default=root / "benchmarks" / out_name)
 
 
@@ -175,8 +179,8 @@ def measure_precisions(args, measure: Callable, summarize: Callable, root: Path)
     """measure(precision, args, prompts) for each of args.precisions in turn, on args.prompts held-out
     prompts; after each, args.out is rewritten with the environment, the prompts, the runs so far and
     summarize(runs) (a cut-short run keeps its data)."""
-    from .bench import environment, write_json
-    from .lm_data import bench_prompts
+    from ..lm_data import bench_prompts
+    from .env import environment, write_json
     prompts = bench_prompts(args.prompts // 2, args.prompts - args.prompts // 2)
     env, runs = environment(root), []
     for precision in args.precisions:

@@ -36,6 +36,20 @@ class LMSource:
     info: dict
 
 
+def resolve_lm(model: str | Path) -> Path:
+    """A causal LM by embedded id (SmolLM2-135M-Instruct, converted from its GGUF once) or a local
+    checkpoint dir."""
+    from .. import assets
+    if str(model) == assets.SMOLLM2_ID:
+        from .gguf import smollm2_dir
+        return smollm2_dir()
+    path = Path(model)
+    if not path.is_dir():
+        raise AssetError(f"model {str(model)!r} is neither the embedded {assets.SMOLLM2_ID!r} nor a local "
+                         "checkpoint dir")
+    return path
+
+
 def read_checkpoint(path: Path) -> tuple[LlamaCfg, dict[str, torch.Tensor], str, int]:
     """A local HF Llama checkpoint dir → (cfg, fp32 state dict, sha256 of model.safetensors, num layers)."""
     from safetensors.torch import load_file

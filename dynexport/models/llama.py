@@ -35,7 +35,7 @@ class LlamaCfg:
     eps: float
 
     @staticmethod
-    def from_hf(config) -> "LlamaCfg":
+    def from_hf(config) -> LlamaCfg:
         if config.model_type != "llama":
             from ..errors import ModelTypeError
             raise ModelTypeError(f"model type {config.model_type!r} is not supported; only llama")
@@ -66,7 +66,7 @@ class Layer(nn.Module):
     def __init__(self, cfg: LlamaCfg, sd: dict[str, torch.Tensor], prefix: str):
         super().__init__()
         self.cfg = cfg
-        p = lambda n: nn.Parameter(sd[prefix + n].float().clone(), requires_grad=False)  # noqa: E731
+        p = lambda n: nn.Parameter(sd[prefix + n].float().clone(), requires_grad=False)
         self.ln1, self.ln2 = p("input_layernorm.weight"), p("post_attention_layernorm.weight")
         for attr, name in MATRICES.items():
             setattr(self, attr, p(name))

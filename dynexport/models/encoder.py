@@ -1,4 +1,5 @@
-"""Torch side of early exit: cut a BERT-family encoder into segments that each end in an exit head.
+"""Torch side of early exit: BERT-family encoders cut into segments that each end in an exit head,
+the exit heads, and loading a trained checkpoint (LoRA delta + heads) back into them.
 
 One mechanism for every family: a `Family` row says where the embeddings and layers live and how a
 layer is called (MPNet adds a relative position bias, BERT does not). `Segment` runs
@@ -8,14 +9,21 @@ one pass and is what gets trained. Both call `run_layers`, so training and expor
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ModelTypeError
+from .. import assets, data
+from ..assets import cache_dir
+from ..errors import AssetError, ModelTypeError, RecipeError
+from ..recipe import validate_exits
+from ..runtime.text import TextEncoder
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,32 @@ FAMILIES = {
                                       "intermediate.dense", "output.dense"),
                     _mpnet_bias, lambda model, h: model.classifier(h)),
 }
+
+
+@dataclass(frozen=True)
+class EncoderSource:
+    """What an early-exit recipe is made from: the model dir, its HF config, the data splits."""
+    model_dir: Path
+    config: Any  # transformers PretrainedConfig
+    splits: data.Splits
+
+
+def resolve_source(recipe) -> EncoderSource:
+    """The recipe's model and data, checked against each other before anything trains: a supported
+    family, exits inside the model, max_length the model can embed."""
+    from transformers import AutoConfig
+
+    model_dir = assets.resolve_model(recipe.model.id)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    family_of(config)  # unknown model type: fail before any training
+    validate_exits(recipe.exits.layers, config.num_hidden_layers)
+    max_pos = config.max_position_embeddings - (2 if config.model_type == "mpnet" else 0)  # MPNet offsets by pad+1
+    if recipe.model.max_length > max_pos:
+        raise RecipeError(f"model.max_length {recipe.model.max_length} exceeds what this model can embed ({max_pos})")
+    ds = recipe.dataset
+    splits = data.load_splits(assets.resolve_dataset(ds.id), ds.text_column, ds.label_column, ds.labels,
+                              ds.val_size, ds.test_size, ds.seed)
+    return EncoderSource(model_dir, config, splits)
 
 
 def family_of(config) -> Family:
@@ -165,3 +199,53 @@ def segments_for(base: nn.Module, family: Family, exits: list[int], heads: dict[
     """Segment i ends at exits[i] (1-based layer); the last ends at the final layer."""
     bounds = [0, *exits, num_layers]
     return [Segment(base, family, a, b, heads[b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def all_heads(base, seqcls: bool, model_hf, family, classes: int, width: int) -> dict[int, nn.Module]:
+    """A head after every layer 1..L; a sequence-classification checkpoint keeps its own final head."""
+    num_layers, hidden = base.config.num_hidden_layers, base.config.hidden_size
+    heads = {k: ExitHead(hidden, classes, width) for k in range(1, num_layers + (0 if seqcls else 1))}
+    if seqcls:
+        heads[num_layers] = SeqClsHead(model_hf, family)
+    return heads
+
+
+def tokenizer_json(model_dir: Path) -> Path:
+    """The model's tokenizer.json; a checkpoint with only vocab files gets one converted by HF (cached)."""
+    tj = model_dir / "tokenizer.json"
+    if tj.is_file():
+        return tj
+    from transformers import AutoTokenizer
+    out = cache_dir() / "tokenizers" / hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+    if not (out / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(model_dir, use_fast=True, trust_remote_code=False)
+        if not tok.is_fast:
+            raise AssetError(f"{model_dir}: no fast tokenizer can be built for this checkpoint")
+        tok.save_pretrained(out)
+    return out / "tokenizer.json"
+
+
+def text_encoder(model_dir: Path, max_length: int) -> TextEncoder:
+    """The runtime's tokenizer (the same class and tokenizer.json the exported artifact uses)."""
+    from transformers import AutoConfig
+    pad = AutoConfig.from_pretrained(model_dir).pad_token_id
+    return TextEncoder(tokenizer_json(model_dir), max_length, pad or 0)
+
+
+def load_trained(model_dir: Path, ckpt: Path):
+    """(model, family, encoder with the LoRA delta merged, heads {layer: module}) in eval mode."""
+    info = json.loads((ckpt / "train_info.json").read_text())
+    model_hf, family, base, seqcls = load_encoder(model_dir)
+    if (ckpt / "adapter").is_dir():
+        from peft import PeftModel
+        base = PeftModel.from_pretrained(base, ckpt / "adapter").merge_and_unload()
+    from safetensors.torch import load_file
+    state = load_file(ckpt / "heads.safetensors")
+    classes, width = len(info["labels"]), info["recipe_training"]["head_width"]
+    heads = all_heads(base, seqcls, model_hf, family, classes, width)
+    for k, h in heads.items():
+        if isinstance(h, ExitHead):
+            h.load_state_dict({n.split(".", 1)[1]: t for n, t in state.items() if n.split(".")[0] == str(k)})
+    for m in [model_hf, base, *heads.values()]:
+        m.eval()
+    return model_hf, family, base, heads, info
