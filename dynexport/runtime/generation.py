@@ -57,17 +57,18 @@ class GenerationConfig:
         _check_int("seed", self.seed, 0)
         if not isinstance(self.do_sample, bool) or not isinstance(self.ignore_eos, bool):
             raise InputError("do_sample and ignore_eos must be true or false")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
-            raise InputError(f"temperature must be a number, got {self.temperature!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t < 0:
+            raise InputError(f"temperature must be a number ≥ 0, got {t!r}")
         _check_int("top_k", self.top_k, 0)
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)):
             raise InputError(f"top_p must be a number, got {self.top_p!r}")
         self.sampling  # noqa: B018  (validates temperature / top_p ranges)
         put("stop_token_ids", _int_tuple("stop_token_ids", self.stop_token_ids))
-        strings = (self.stop_strings,) if isinstance(self.stop_strings, str) else tuple(self.stop_strings)
-        if any(not isinstance(s, str) or not s for s in strings):
+        strings = (self.stop_strings,) if isinstance(self.stop_strings, str) else self.stop_strings
+        if not isinstance(strings, (list, tuple)) or any(not isinstance(s, str) or not s for s in strings):
             raise InputError(f"stop_strings must be non-empty strings, got {self.stop_strings!r}")
-        put("stop_strings", strings)
+        put("stop_strings", tuple(strings))
         put("draft", as_draft(self.draft))
 
     @property
@@ -83,10 +84,9 @@ def _check_int(name: str, v, lo: int) -> None:
 
 def _int_tuple(name: str, values) -> tuple[int, ...]:
     values = (values,) if isinstance(values, (int, np.integer)) else values
-    try:
-        out = tuple(values)
-    except TypeError:
-        raise InputError(f"{name} must be a list of token ids, got {values!r}") from None
+    if not isinstance(values, (list, tuple)):
+        raise InputError(f"{name} must be a list of token ids, got {values!r}")
+    out = tuple(values)
     for v in out:
         _check_int(name, v, 0)
     return tuple(int(v) for v in out)
