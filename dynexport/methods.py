@@ -43,6 +43,22 @@ class Method:
     def load_recipe(self, path: Path | None = None, overrides: dict | None = None):
         return load_recipe(path, overrides, self.recipe)
 
+    def export(self, recipe=None, out: Path | str = "", *, overwrite: bool = False,
+               formats: tuple[str, ...] = FORMATS) -> ManifestBase:
+        """Recipe (default: the embedded one) → artifact dir `out`; returns its manifest."""
+        recipe = self.load_recipe() if recipe is None else recipe
+        if not isinstance(recipe, self.recipe):
+            raise RecipeError(f"method {self.name!r} takes a {self.recipe.__name__}, got {type(recipe).__name__}")
+        if not out:
+            raise RecipeError("give the output directory of the artifact")
+        if not formats or any(f not in FORMATS for f in formats):
+            raise RecipeError(f"formats must be a non-empty subset of {', '.join(FORMATS)}, got {formats!r}")
+        missing = missing_export_extra()
+        if missing:
+            raise ExtraMissing(f"exporting needs the [export] extra ({', '.join(missing)} not installed): pip install "
+                               "torch==2.13.0 (the CPU wheel, first and alone), then pip install 'dynexport[export]'")
+        return self._export(recipe, Path(out), overwrite, tuple(formats))
+
 
 def _export_early_exit(recipe: EarlyExitRecipe, out: Path, overwrite: bool, formats) -> EarlyExitManifest:
     from .export.bert_exits import export
@@ -103,17 +119,5 @@ def missing_export_extra() -> list[str]:
 
 def export(method: str, recipe: AnyRecipe | None = None, out: Path | str = "", *, overwrite: bool = False,
            formats: tuple[str, ...] = FORMATS) -> ManifestBase:
-    """Recipe (default: the method's embedded one) → artifact dir `out`; returns its manifest."""
-    m = get(method)
-    recipe = m.load_recipe() if recipe is None else recipe
-    if not isinstance(recipe, m.recipe):
-        raise RecipeError(f"method {m.name!r} takes a {m.recipe.__name__}, got {type(recipe).__name__}")
-    if not out:
-        raise RecipeError("give the output directory of the artifact")
-    if not formats or any(f not in FORMATS for f in formats):
-        raise RecipeError(f"formats must be a non-empty subset of {', '.join(FORMATS)}, got {formats!r}")
-    missing = missing_export_extra()
-    if missing:
-        raise ExtraMissing(f"exporting needs the [export] extra ({', '.join(missing)} not installed): pip install "
-                           "torch==2.13.0 (the CPU wheel, first and alone), then pip install 'dynexport[export]'")
-    return m._export(recipe, Path(out), overwrite, tuple(formats))
+    """`get(method).export(...)`: the one way in from the CLI and from Python."""
+    return get(method).export(recipe, out, overwrite=overwrite, formats=formats)

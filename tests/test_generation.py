@@ -96,3 +96,32 @@ def test_list_of_prompts_and_streamer_stop(pipe):
 def test_bad_prompts(pipe, bad):
     with pytest.raises(InputError):
         pipe.generate(bad, max_new_tokens=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["seed", "steps", "scheduler", "guidance_scale"]), ANY),
+       st.dictionaries(st.sampled_from(["policy", "batch_size", "sort_by_length"]), ANY))
+def test_image_and_classify_configs_build_or_say_what_is_wrong(image, classify):
+    from dynexport.runtime import ClassifyConfig, FixedSteps, ImageConfig, PredictedSteps
+    try:
+        cfg = ImageConfig(**image)
+        assert isinstance(cfg.steps, (FixedSteps, PredictedSteps)) and cfg.seed >= 0
+    except InputError:
+        pass
+    try:
+        cfg = ClassifyConfig(**classify)
+        assert cfg.batch_size >= 1 and cfg.policy is None
+    except InputError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=12))
+def test_cli_flag_parsers_return_a_value_or_a_usage_error(text):
+    from dynexport.cli import _int_or, _tree_option, parse_exits
+    from dynexport.errors import UsageError
+    for parse in (parse_exits, lambda v: _int_or("--steps", v, "auto"), _tree_option):
+        try:
+            parse(text)
+        except (UsageError, InputError):
+            pass

@@ -36,7 +36,7 @@ from tokenizers import Tokenizer
 
 from ..errors import InputError
 from ..manifest import EagleManifest
-from .generation import Decoder, GenerationConfig, GenResult, GenStats, generate, pick_next
+from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
 from .kv import LMSession
 from .policies import AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, pick, recursive_reject, sample, softmax, warp
@@ -81,7 +81,7 @@ class EaglePipeline:
         self.head = LMSession(root, manifest.head, backend, device, threads)
         self.cost = CostModel.of(manifest)
 
-    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, streamer=None,
+    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, streamer: Streamer | None = None,
                  **overrides) -> GenResult:
         """Complete `prompt` (or each of a list); `config` and keyword overrides are GenerationConfig
         fields; draft=FixedDraft(k) (a chain of k; 0 = the target alone), TreeCfg(...) or "tree" (the

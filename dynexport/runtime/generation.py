@@ -27,11 +27,12 @@ Streamer = Callable[[str], "bool | None"]  # gets each new piece of text; return
 def as_draft(value) -> DraftPolicy | str | None:
     """A draft setting as a policy object: an int k → FixedDraft(k), "adaptive" → AdaptiveDraft();
     "tree" (the artifact's tree settings) and None (its default) stay for the pipeline to resolve."""
-    if value is None or isinstance(value, (FixedDraft, AdaptiveDraft, TreeCfg)) or value == "tree":
+    if value is None or isinstance(value, (FixedDraft, AdaptiveDraft, TreeCfg)) or (isinstance(value, str)
+                                                                                  and value == "tree"):
         return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return FixedDraft(int(value))
-    if value == "adaptive":
+    if isinstance(value, str) and value == "adaptive":
         return AdaptiveDraft()
     raise InputError(f"draft must be FixedDraft(k), AdaptiveDraft(), TreeCfg(...), an integer k, 'adaptive' "
                      f"or 'tree', got {value!r}")
@@ -174,9 +175,11 @@ class Decoder:
     sessions: tuple  # LMSessions whose call counts become target_calls, draft_calls
 
 
-def generate(tokenizer: Tokenizer, eos_ids: Sequence[int], max_context: int, prompts, config, streamer,
-             overrides: dict, make_decoder: Callable[[GenerationConfig, np.random.Generator, GenStats], Decoder]
-             ) -> GenResult:
+MakeDecoder = Callable[["GenerationConfig", np.random.Generator, "GenStats"], "Decoder"]
+
+
+def generate(tokenizer: Tokenizer, eos_ids: Sequence[int], max_context: int, prompts, config,
+             streamer: Streamer | None, overrides: dict, make_decoder: MakeDecoder) -> GenResult:
     """The loop every LM pipeline's generate() runs; `make_decoder` binds the method's round."""
     cfg = resolve(GenerationConfig, config, overrides)
     prompts_list = check_prompts(prompts)

@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 
 from ..errors import InputError
 from ..manifest import SpeculativeManifest
-from .generation import Decoder, GenerationConfig, GenResult, GenStats, generate, pick_next
+from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
 from .kv import LMSession
 from .policies import FALLBACK_COSTS, AcceptanceEstimate, AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, accept_or_resample, sample, warp
@@ -37,7 +37,7 @@ class SpeculativePipeline:
         self.target = LMSession(root, manifest.target, backend, device, threads)
         self.draft = LMSession(root, manifest.draft, backend, device, threads)
 
-    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, streamer=None,
+    def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, streamer: Streamer | None = None,
                  **overrides) -> GenResult:
         """Complete `prompt` (or each of a list); `config` and keyword overrides are GenerationConfig
         fields; draft=FixedDraft(k) | AdaptiveDraft() (default: the artifact's). The streamer gets each
