@@ -1,0 +1,1 @@
+"""Graph writing per method: torch modules (models/) → ONNX and stateful OpenVINO IR, parity, NNCF."""

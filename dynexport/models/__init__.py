@@ -1,0 +1,1 @@
+"""Torch modules shared by export and training (never by the runtime)."""
