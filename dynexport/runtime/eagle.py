@@ -52,6 +52,10 @@ class _Node:
     slot: int = -1  # head cache slot once expanded
 
 
+# ONNX-only artifacts carry no measured costs: a flat verify curve and this head/target cost ratio.
+UNMEASURED_CURVE, UNMEASURED_HEAD_RATIO = {"1": 1.0, "64": 1.0}, 0.1
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Measured target call time for n positions (`verify_ms` of the manifest) and a head call's cost."""
@@ -61,11 +65,11 @@ class CostModel:
 
     @staticmethod
     def of(manifest: EagleManifest) -> CostModel:
-        curve = manifest.verify_ms or {"1": 1.0, "64": 1.0}  # ONNX-only artifacts: no curve, cost flat
+        curve = manifest.verify_ms or UNMEASURED_CURVE
         n = np.array(sorted(int(k) for k in curve), np.float64)
         ms = np.array([curve[str(int(k))] for k in n], np.float64)
         c = manifest.defaults.head_cost_ratio
-        return CostModel(n, ms, (0.1 if c is None else c) * float(np.interp(1, n, ms)))
+        return CostModel(n, ms, (UNMEASURED_HEAD_RATIO if c is None else c) * float(np.interp(1, n, ms)))
 
     def target_ms(self, n: np.ndarray | int) -> np.ndarray:
         """Interpolated; flat past the last measured n."""
