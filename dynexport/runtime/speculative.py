@@ -110,7 +110,7 @@ def draft_chain(draft: LMSession, x: int, pending: list[int], k: int, cfg: Sampl
     drafts, qs = [], []
     feed = pending + [x]
     for _ in range(k):
-        logits = draft.forward(feed)[-1]  # [V']
+        logits = draft.forward(feed, logits_from=-1)[0]  # [V']
         draft.commit(len(feed))
         if cfg.greedy:
             d = int(draft.full_ids(int(logits.argmax())))

@@ -1,0 +1,105 @@
+"""Qwen2 through the same KV-graph export, runtime and sampling code as Llama (tiny random model with
+q/k/v biases, GQA and an untied head): logits parity vs transformers, greedy == transformers, greedy
+speculative == greedy target, exact speculative sampling, an EAGLE head over a Qwen2 target."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import export_lm, make_tiny_eagle_head, speculative_pvalues
+
+from dynexport.runtime import load
+from dynexport.runtime.sampling import SamplingCfg
+
+BACKENDS = ["openvino", "onnxruntime"]
+PROMPT = "the cat sat"
+
+
+def test_tiny_qwen_has_what_qwen2_adds(tiny_qwen):
+    from safetensors.torch import load_file
+    sd = load_file(str(tiny_qwen["target"] / "model.safetensors"))
+    assert "model.layers.0.self_attn.q_proj.bias" in sd and "lm_head.weight" in sd  # biases, untied head
+    assert sd["model.layers.0.self_attn.k_proj.bias"].abs().sum() > 0
+
+
+def test_kvllama_logits_match_transformers(tiny_qwen):
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    from dynexport.models.llama import causal_mask
+    from dynexport.models.lm_sources import target_source
+    hf = Qwen2ForCausalLM.from_pretrained(tiny_qwen["target"]).eval()
+    ours = target_source(tiny_qwen["target"]).module
+    ids = torch.randint(3, 250, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = hf(ids).logits
+        pos = torch.arange(12)[None]
+        got = ours(ids, pos, causal_mask(0, 12).contiguous(), *ours.empty_past())[0]
+    assert (got - ref).abs().max() < 1e-4
+
+
+def test_artifact_parity_recorded(tiny_qwen):
+    m = json.loads((tiny_qwen["artifact"] / "manifest.json").read_text())
+    assert m["source"]["draft"]["kind"] == "checkpoint" and m["draft"]["num_layers"] == 1
+    assert max(m["parity"].values()) < 1e-4, m["parity"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_target_greedy_equals_transformers(tiny_qwen, backend):
+    import torch
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+    tok = AutoTokenizer.from_pretrained(tiny_qwen["target"])
+    hf = Qwen2ForCausalLM.from_pretrained(tiny_qwen["target"]).eval()
+    ids = torch.tensor([tok.encode(PROMPT, add_special_tokens=False)])
+    ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False,
+                      eos_token_id=None, pad_token_id=2)[0, ids.shape[1]:].tolist()
+    got = load(tiny_qwen["artifact"], backend).generate(PROMPT, max_new_tokens=30, draft=0, ignore_eos=True)
+    assert got.tokens[0] == ref
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [1, 3, "adaptive"])
+def test_greedy_speculative_equals_target(tiny_qwen, backend, k):
+    pipe = load(tiny_qwen["artifact"], backend)
+    ref = pipe.generate(PROMPT, max_new_tokens=40, draft=0, ignore_eos=True)
+    got = pipe.generate(PROMPT, max_new_tokens=40, draft=k, ignore_eos=True)
+    assert got.tokens == ref.tokens and got.stats.draft_calls > 0
+
+
+def test_speculative_sampling_keeps_target_distribution(tiny_qwen):
+    pipe = load(tiny_qwen["artifact"], "onnxruntime")
+    p_first, p_pair = speculative_pvalues(pipe, PROMPT, 3000, 3, SamplingCfg(do_sample=True, temperature=0.7))
+    assert p_first > 1e-3 and p_pair > 1e-3, (p_first, p_pair)
+
+
+def test_eagle_head_over_a_qwen2_target(tiny_qwen):
+    root = tiny_qwen["root"]
+    head = make_tiny_eagle_head(root / "eagle_head", tiny_qwen["target"])
+    art = root / "artifacts" / "eagle"
+    export_lm("eagle", art, tiny_qwen["target"], head, formats=("onnxruntime",))
+    m = json.loads((art / "manifest.json").read_text())
+    assert max(m["parity"].values()) < 1e-4, m["parity"]
+    pipe = load(art, "onnxruntime")
+    ref = pipe.generate(PROMPT, max_new_tokens=24, draft=0, ignore_eos=True)
+    for draft in (3, "tree"):
+        got = pipe.generate(PROMPT, max_new_tokens=24, draft=draft, ignore_eos=True)
+        assert got.tokens == ref.tokens, draft
+    assert np.isfinite(got.stats.acceptance_rate)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prefill_computes_only_the_logits_it_needs(tiny_qwen, backend):
+    pipe = load(tiny_qwen["artifact"], backend)
+    s = pipe.target
+    assert s.sliced and "logits_index" in s.graph.input_names
+    ids = pipe.tokenizer.encode(PROMPT + " on the mat").ids
+    s.reset()
+    full = s.forward(ids)  # [T, V]
+    s.commit(0)
+    last = s.forward(ids, logits_from=-1)  # [1, V]
+    s.commit(0)
+    tail = s.forward(ids, logits_from=2)  # [T − 2, V]
+    assert full.shape[0] == len(ids) and last.shape == (1, full.shape[1]) and tail.shape[0] == len(ids) - 2
+    assert np.abs(last[0] - full[-1]).max() < 1e-5 and np.abs(tail - full[2:]).max() < 1e-5
