@@ -64,9 +64,20 @@ def test_greedy_speculative_equals_target_greedy(pipe, k):
 def test_greedy_with_cache_compaction(tiny_lm):
     pipe = load(tiny_lm["artifact"], "openvino")
     ref = pipe.generate(PROMPT, max_new_tokens=40, draft=0, ignore_eos=True)
-    pipe.target.compact_after = pipe.draft.compact_after = 2  # compact after almost every rejection
+    pipe.target.compact_after = pipe.draft.compact_after = 2  # masked slots, compacted every few rejections
     got = pipe.generate(PROMPT, max_new_tokens=40, draft=5, ignore_eos=True)
     assert got.tokens == ref.tokens
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_target_cache_never_holds_rejected_slots(tiny_lm, backend):
+    """The target drops rejected drafts at once (EXACT_ROLLBACK): its cache is what the target alone
+    would hold, so quantized kernels cannot turn a masked hole into a different token."""
+    pipe = load(tiny_lm["artifact"], backend)
+    got = pipe.generate(PROMPT, max_new_tokens=30, draft=6, ignore_eos=True)
+    assert got.stats.accepted < got.stats.drafted  # some rejections happened
+    assert pipe.target.valid.all() and len(pipe.target.valid) == pipe.target.length
+    assert not pipe.draft.valid.all()  # the draft masks (cheaper; only its acceptance can move)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -69,10 +69,11 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class Layer(nn.Module):
     """One Llama decoder layer (RMSNorm → GQA attention with RoPE → RMSNorm → SwiGLU MLP)."""
 
-    def __init__(self, cfg: LlamaCfg, sd: dict[str, torch.Tensor], prefix: str):
+    def __init__(self, cfg: LlamaCfg, sd: dict[str, torch.Tensor], prefix: str, copy: bool = True):
         super().__init__()
         self.cfg = cfg
-        p = lambda n: nn.Parameter(sd[prefix + n].float().clone(), requires_grad=False)
+        own = (lambda t: t.clone()) if copy else (lambda t: t)
+        p = lambda n: nn.Parameter(own(sd[prefix + n].float()), requires_grad=False)
         self.ln1, self.ln2 = p("input_layernorm.weight"), p("post_attention_layernorm.weight")
         for attr, name in MATRICES.items():
             setattr(self, attr, p(name))
@@ -118,17 +119,21 @@ class KVLlama(nn.Module):
     features=True also returns the final-norm hidden states (what an EAGLE head drafts from)."""
 
     def __init__(self, cfg: LlamaCfg, sd: dict[str, torch.Tensor], layers: list[int],
-                 vocab_ids: torch.Tensor | None = None, head_key: str = "lm_head.weight", features: bool = False):
+                 vocab_ids: torch.Tensor | None = None, head_key: str = "lm_head.weight", features: bool = False,
+                 copy: bool = True):
+        """copy=False: the parameters share storage with `sd` (a 1.5B target is 7 GB fp32; a caller that
+        drops sd afterwards saves a copy)."""
         super().__init__()
         self.cfg, self.source_layers, self.features = cfg, list(layers), features
         embed = sd["model.embed_tokens.weight"].float()
         head = sd.get(head_key, embed).float()
         if vocab_ids is not None:
             head = head[vocab_ids]  # [V', H]: rows of the kept vocabulary
-        self.embed = nn.Parameter(embed.clone(), requires_grad=False)
-        self.head = nn.Parameter(head.clone(), requires_grad=False)
-        self.norm = nn.Parameter(sd["model.norm.weight"].float().clone(), requires_grad=False)
-        self.layers = nn.ModuleList(Layer(cfg, sd, f"model.layers.{i}.") for i in layers)
+        own = (lambda t: t.clone()) if copy else (lambda t: t)
+        self.embed = nn.Parameter(own(embed), requires_grad=False)
+        self.head = nn.Parameter(own(head) if vocab_ids is None else head, requires_grad=False)
+        self.norm = nn.Parameter(own(sd["model.norm.weight"].float()), requires_grad=False)
+        self.layers = nn.ModuleList(Layer(cfg, sd, f"model.layers.{i}.", copy) for i in layers)
         self.register_buffer("inv_freq", inv_freq(cfg), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -74,7 +74,7 @@ def read_checkpoint(path: Path) -> tuple[LlamaCfg, dict[str, torch.Tensor], str,
 def target_source(path: Path, features: bool = False) -> LMSource:
     """The target checkpoint as a KVLlama; features=True also outputs its final-norm features (EAGLE)."""
     cfg, sd, sha, n = read_checkpoint(path)
-    return LMSource(KVLlama(cfg, sd, list(range(n)), features=features).eval(), sha, Path(path), None,
+    return LMSource(KVLlama(cfg, sd, list(range(n)), features=features, copy=False).eval(), sha, Path(path), None,
                     {"kind": "checkpoint", "path": str(path), "layers": n})
 
 
@@ -85,7 +85,7 @@ def draft_source(path: Path, target_dir: Path) -> LMSource:
         cfg, sd, sha, _ = read_checkpoint(target_dir)
         return apply_draft_delta(path, cfg, sd, sha, Path(target_dir))
     cfg, sd, sha, n = read_checkpoint(path)
-    return LMSource(KVLlama(cfg, sd, list(range(n))).eval(), sha, path, None,
+    return LMSource(KVLlama(cfg, sd, list(range(n)), copy=False).eval(), sha, path, None,
                     {"kind": "checkpoint", "path": str(path), "layers": n})
 
 

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from ..errors import InputError
 from ..manifest import SpeculativeManifest
 from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
-from .kv import LMSession
+from .kv import EXACT_ROLLBACK, LMSession
 from .policies import FALLBACK_COSTS, AcceptanceEstimate, AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, accept_or_resample, sample, warp
 
@@ -34,7 +34,7 @@ class SpeculativePipeline:
                  threads: int | None = None):
         self.manifest, self.backend = manifest, backend
         self.tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer.file))
-        self.target = LMSession(root, manifest.target, backend, device, threads)
+        self.target = LMSession(root, manifest.target, backend, device, threads, compact_after=EXACT_ROLLBACK)
         self.draft = LMSession(root, manifest.draft, backend, device, threads)
 
     def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, streamer: Streamer | None = None,
