@@ -6,6 +6,8 @@
     python scripts/train_eagle.py --target DIR --out OUT   # another Llama-family target
     python scripts/train_eagle.py --init dynexport/weights/eagle/smollm2-135m-eagle --steps 1200 --lr 7e-4
         --eval-every 200                          # train an existing head further (a new cosine schedule)
+    python scripts/train_eagle.py --target qwen2.5-coder-1.5b --openvino --out ~/.cache/dynexport/heads/qwen-1.5b
+                                              # a large target: data made with its int8 OpenVINO graph
 
 Data (see dynexport/train/eagle.py): the separate draft's token chunks and on-policy generations
 (cached in $DYNEXPORT_CACHE/draft-work/…, made on first use) and the target's features, computed
@@ -13,6 +15,9 @@ once into --work (default $DYNEXPORT_CACHE/eagle-work). Another --target (a loca
 checkpoint dir: config.json, model.safetensors, tokenizer files) gets its own data and feature dirs
 (keyed by its weights' sha256) and its own head; export it with
 `dynexport export eagle -m DIR --head OUT OUT_DIR`.
+--openvino (for targets of 1B+, where the torch feature pass takes hours per 0.5 M tokens): the data
+are real stdlib code and the target's own greedy continuations of code prompts, with features from the
+target's int8 OpenVINO graph (`train/eagle_data.py`), under --work/openvino-<sha>.
 Resumable: rerun the same command after an interruption. Progress goes to stdout (run it with nohup
 and a log file).
 """
@@ -31,15 +36,21 @@ from dynexport import paths
 from dynexport.assets import cache_dir
 from dynexport.manifest import sha256_file
 from dynexport.models.gguf import smollm2_dir
+from dynexport.models.lm_sources import resolve_lm
 from dynexport.train.eagle import EagleCfg, chain_acceptance, load_data, train_head
+from dynexport.train.eagle_data import openvino_data
 
 DRAFT_DATA = "t1500000-g96-s256-k32"  # the draft's data key (train_draft.py defaults)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", type=Path, default=None,
-                    help="Llama-family checkpoint dir [default: SmolLM2-135M-Instruct from the offline assets]")
+    ap.add_argument("--target", default=None,
+                    help="Llama-family checkpoint dir or embedded LM name (qwen2.5-coder-1.5b) "
+                         "[default: SmolLM2-135M-Instruct from the offline assets]")
+    ap.add_argument("--openvino", action="store_true",
+                    help="make the data with the target's int8 OpenVINO graph (code + greedy continuations)")
+    ap.add_argument("--real-chunks", type=int, default=1600, help="with --openvino: 256-token chunks of real code")
     ap.add_argument("--vocab-size", type=int, default=EagleCfg.vocab_size, help="0 = full vocabulary")
     ap.add_argument("--depth", type=int, default=EagleCfg.depth)
     ap.add_argument("--steps", type=int, default=EagleCfg.steps)
@@ -61,13 +72,18 @@ def main() -> None:
     if args.target is not None and args.out is None:
         ap.error("--target needs --out (the head dir to write)")
     out = args.out or paths.committed("eagle") / "smollm2-135m-eagle"
-    target_dir = args.target or smollm2_dir()
+    target_dir = resolve_lm(args.target) if args.target else smollm2_dir()
     tag = "" if args.target is None else "-" + sha256_file(target_dir / "model.safetensors")[:12]
     work = args.work or cache_dir() / "eagle-work"
     t0 = time.time()
     log = lambda msg: print(f"[{time.time() - t0:7.0f}s] {msg}", flush=True)
-    data = load_data(target_dir, cache_dir() / "draft-work" / (DRAFT_DATA + tag), work / f"features{tag}",
-                     args.onpolicy_prompts, log)
+    if args.openvino:
+        data = openvino_data(target_dir, features_graph(target_dir, work / f"graph{tag}", log),
+                             work / f"openvino{tag}", args.real_chunks, args.onpolicy_prompts, threads=args.threads,
+                             log=log)
+    else:
+        data = load_data(target_dir, cache_dir() / "draft-work" / (DRAFT_DATA + tag), work / f"features{tag}",
+                         args.onpolicy_prompts, log)
     if args.data_only:
         return
     init = f"-init-{args.init.name}" if args.init else ""
@@ -75,6 +91,18 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = train_and_save(data, cfg, run_dir, out, log, args.init)
     print(json.dumps(summary, indent=1))
+
+
+def features_graph(target_dir: Path, out: Path, log) -> Path:
+    """The target as a stateful int8 OpenVINO graph with a `hidden` output (as the EAGLE artifact ships it)."""
+    from dynexport.atomic import atomic_output_dir
+    from dynexport.export.speculative import write_lm
+    from dynexport.models.lm_sources import target_source
+    if not (out / "target.xml").is_file():
+        log(f"exporting the int8 feature graph of {target_dir} → {out}")
+        with atomic_output_dir(out, overwrite=True) as tmp:
+            write_lm(target_source(target_dir, features=True), "target", tmp, "int8", ("openvino",))
+    return out / "target.xml"
 
 
 def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log, init: Path | None = None) -> dict:

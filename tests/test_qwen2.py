@@ -103,3 +103,39 @@ def test_prefill_computes_only_the_logits_it_needs(tiny_qwen, backend):
     tail = s.forward(ids, logits_from=2)  # [T − 2, V]
     assert full.shape[0] == len(ids) and last.shape == (1, full.shape[1]) and tail.shape[0] == len(ids) - 2
     assert np.abs(last[0] - full[-1]).max() < 1e-5 and np.abs(tail - full[2:]).max() < 1e-5
+
+
+def test_openvino_eagle_data_matches_torch(tiny_qwen, tmp_path):
+    """The large-target data pass (train/eagle_data.py): OpenVINO features and top-1 = torch's, and the
+    batched greedy continuations = the runtime's target-alone greedy, row by row."""
+    import openvino as ov
+    import torch
+    from transformers import AutoTokenizer
+
+    from dynexport.export.speculative import write_lm
+    from dynexport.models.llama import causal_mask
+    from dynexport.models.lm_sources import target_source
+    from dynexport.train.eagle_data import chunk_features, code_chunks, code_prompts, greedy_batch
+    src = target_source(tiny_qwen["target"], features=True)
+    write_lm(src, "target", tmp_path, "fp32", ("openvino",))
+    request = ov.Core().compile_model(str(tmp_path / "target.xml"), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    tok = AutoTokenizer.from_pretrained(tiny_qwen["target"])
+    chunks = code_chunks(tok, 48, 3, tok.eos_token_id)
+    assert chunks.shape == (3, 48)
+    f, top1 = chunk_features(request, chunks[1].numpy())
+    with torch.no_grad():
+        logits, hidden, *_ = src.module(chunks[1:2], torch.arange(48)[None], causal_mask(0, 48), *src.module.empty_past())
+    assert np.abs(f.astype(np.float32) - hidden[0].numpy()).max() < 2e-2  # fp16 storage
+    assert (top1 == logits[0].argmax(-1).numpy()).mean() > 0.97
+    prompts = code_prompts(tok, 2, length=8)
+    seq = greedy_batch(request, prompts.numpy(), 10)  # [2, 18]
+    target = load(tiny_qwen["artifact"], "openvino").target
+    for row in seq:
+        target.reset()
+        feed, ref = row[:8].tolist(), []
+        for _ in range(10):  # the runtime's target-alone greedy loop, one sequence at a time
+            ref.append(int(target.forward(feed, logits_from=-1)[0].argmax()))
+            target.commit(len(feed))
+            feed = ref[-1:]
+        assert ref == row[8:].tolist()
