@@ -341,6 +341,25 @@ def generate(
 
 
 @app.command()
+def calibrate(
+    artifact: Annotated[Path, typer.Argument(help="speculative or eagle artifact dir (with OpenVINO graphs)")],
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads to measure with (default: the plugin's)")] = None,
+):
+    """Measure the target's verify-cost curve and the draft's cost on this machine; rewrite the manifest."""
+    from .manifest import read_manifest
+    from .runtime.costs import calibrate as measure
+    if not artifact.is_dir():
+        raise UsageError(f"artifact dir {artifact} does not exist")
+    if read_manifest(artifact, verify=False).method not in ("speculative", "eagle"):
+        raise UsageError(f"{artifact} is not a speculative or eagle artifact; only those have draft costs")
+    m = measure(artifact, threads)
+    curve = ", ".join(f"{n}: {ms / m.verify_ms['1']:.2f}" for n, ms in m.verify_ms.items() if int(n) <= 16)
+    ratio = m.defaults.draft_cost_ratio if m.method == "speculative" else m.defaults.head_cost_ratio
+    console.print(f"[green]calibrated[/green] {artifact}: target one-token call {m.verify_ms['1']:.1f} ms; "
+                  f"n positions cost ×({curve}); draft/target cost ratio {ratio:.3f}")
+
+
+@app.command()
 def imagine(
     artifact: Annotated[Path, typer.Argument(help="stepsaver artifact dir")],
     prompt: Annotated[str, typer.Argument(help="what to draw, e.g. 'red apple'")],

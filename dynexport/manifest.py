@@ -161,6 +161,7 @@ class SpeculativeManifest(ManifestBase):
     target: LMGraph
     draft: LMGraph
     defaults: SpeculativeDefaults
+    verify_ms: dict[str, float] = {}  # target call time (ms, median) for n positions after a prompt, OpenVINO
     source: dict  # target / draft ids, sha256s, draft training summary
 
     def all_graphs(self) -> list[LMGraph]:

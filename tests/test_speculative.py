@@ -153,6 +153,42 @@ def test_broken_rejection_rule_fails_the_test(tiny_lm, monkeypatch, broken):
 
 # ---- policies and sampling helpers ----
 
+def test_draft_length_follows_the_verify_cost_curve():
+    flat, steep = (1.0,) * 9, tuple(1 + 0.6 * n for n in range(9))  # t(n)/t(1), n = 1..9
+    jump = (1.0, 1.02, 1.05, 1.08, 2.6, 2.7, 2.8, 3.0, 3.2)  # cheap up to 4 positions, then a jump
+    assert best_k(0.8, 0.05, 8, verify_cost=flat) == 8
+    assert best_k(0.8, 0.05, 8, verify_cost=steep) <= 2
+    assert best_k(0.8, 0.05, 8, verify_cost=jump) == 3  # stays inside the cheap part of the curve
+    assert best_k(0.8, 0.05, 8, verify_slope=0.6) == best_k(0.8, 0.05, 8, verify_cost=steep)
+    with pytest.raises(DynexportError, match="verify_cost"):
+        AdaptiveDraft(verify_cost=(1.0, -2.0))
+
+
+def test_adaptive_policy_reads_the_artifacts_curve(tiny_lm):
+    pipe = load(tiny_lm["artifact"], "onnxruntime")
+    curve = pipe.manifest.verify_ms
+    assert curve["1"] > 0 and set(curve) >= {"1", "5", "16"}
+    pol = pipe._policy(AdaptiveDraft(k_max=6))
+    assert len(pol.verify_cost) == 7 and pol.verify_cost[0] == 1.0
+    assert pol.verify_cost[4] == pytest.approx(curve["5"] / curve["1"], rel=1e-6)
+    assert pipe._policy(AdaptiveDraft(verify_slope=0.3)).verify_cost is None  # an explicit slope wins
+
+
+def test_cli_calibrate_rewrites_the_costs(tiny_lm, tmp_path):
+    import shutil
+    art = tmp_path / "art"
+    shutil.copytree(tiny_lm["artifact"], art)
+    m = json.loads((art / "manifest.json").read_text())
+    m["verify_ms"], m["defaults"]["draft_cost_ratio"] = {"1": 1000.0, "64": 1000.0}, 9.0
+    (art / "manifest.json").write_text(json.dumps(m))
+    p = run_cli("calibrate", art)
+    assert p.returncode == 0, p.stderr
+    assert "calibrated" in p.stdout and "cost ratio" in p.stdout
+    after = load(art, "openvino").manifest  # still verifies
+    assert after.verify_ms["1"] < 1000 and after.defaults.draft_cost_ratio < 9 and len(after.verify_ms) > 2
+    p = run_cli("calibrate", tmp_path / "missing")
+    assert p.returncode == 2 and "does not exist" in p.stderr
+
 def test_draft_length_policy():
     assert expected_tokens(0.0, 4) == 1 and expected_tokens(1.0, 4) == 5
     assert best_k(0.9, 0.05, 8) > best_k(0.5, 0.05, 8) >= best_k(0.2, 0.3, 8)

@@ -30,8 +30,6 @@ from ..recipe import FORMATS, EagleRecipe
 from .common import library_versions
 from .speculative import lm_context, parity, parity_ids, write_lm, write_tokenizer
 
-VERIFY_POSITIONS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
-
 
 def head_source(head_dir: Path, target_dir: Path) -> LMSource:
     cfg, sd, sha, _ = read_checkpoint(target_dir)
@@ -61,25 +59,10 @@ def head_parity(head: EagleHead, session, ids: list[int]) -> float:
     return float(max(np.abs(got_logits - ref_logits[0].numpy()).max(), np.abs(got_feat - ref_feat[0].numpy()).max()))
 
 
-def measure_costs(root: Path, manifest: EagleManifest, reps: int = 10) -> tuple[dict[str, float], float]:
-    """Target call time (ms) for n positions after a 32-token prompt, n in VERIFY_POSITIONS, and the
-    head's one-token call time relative to the target's (c)."""
-    from ..runtime.kv import LMSession, median_call_ms, prime
-    target, head = LMSession(root, manifest.target, "openvino"), LMSession(root, manifest.head, "openvino")
-    hid = np.zeros((1, 32, _hidden(manifest)), np.float32)
-    prime(target), prime(head, hidden=hid)
-    curve = {str(n): round(median_call_ms(target, n, reps), 3) for n in VERIFY_POSITIONS}
-    head_ms = median_call_ms(head, 1, reps, hidden=hid[:, :1])
-    return curve, round(head_ms / curve["1"], 4)
-
-
-def _hidden(manifest: EagleManifest) -> int:
-    return int(next(s.shape[2] for s in manifest.head.inputs if s.name == "hidden"))
-
-
 def export(recipe: EagleRecipe, out: Path, *, overwrite: bool = False,
            formats: tuple[str, ...] = FORMATS) -> EagleManifest:
     """Recipe (target, head, default chain and tree, weight format) → an EAGLE artifact at `out`."""
+    from ..runtime.costs import measure
     from ..runtime.kv import LMSession
     target_dir = resolve_lm(recipe.target)
     target = target_source(target_dir, features=True)
@@ -101,9 +84,6 @@ def export(recipe: EagleRecipe, out: Path, *, overwrite: bool = False,
         ids = parity_ids(tmp, tok)
         par = {f"target/{b}": parity(target, LMSession(tmp, graphs[0], b), ids) for b in graphs[0].files}
         par |= {f"head/{b}": head_parity(head.module, LMSession(tmp, graphs[1], b), ids) for b in graphs[1].files}
-        update = {"parity": par}
-        if "openvino" in formats:
-            curve, c = measure_costs(tmp, manifest)
-            update |= {"verify_ms": curve, "defaults": defaults.model_copy(update={"head_cost_ratio": c})}
+        update = {"parity": par} | (measure(tmp, manifest) if "openvino" in formats else {})
         manifest = write_manifest(tmp, manifest.model_copy(update=update))
     return manifest

@@ -131,18 +131,6 @@ def parity(src: LMSource, session, prompt_ids: list[int]) -> float:
     return float(np.abs(got - ref).max())
 
 
-def measure_costs(root: Path, manifest: SpeculativeManifest, steps: int = 20) -> dict[str, float]:
-    """Draft / target time of a one-token call (c), and the target's extra time per verified token
-    relative to a one-token call (verify slope, from a 5-token call): the adaptive policy's cost model."""
-    from ..runtime.kv import LMSession, median_call_ms, prime
-
-    target, draft = (LMSession(root, spec, "openvino") for spec in (manifest.target, manifest.draft))
-    prime(target), prime(draft)
-    t1, d1 = median_call_ms(target, 1, steps), median_call_ms(draft, 1, steps)
-    t5 = median_call_ms(target, 5, steps)
-    return {"draft_cost_ratio": round(d1 / t1, 4), "verify_slope": round(max(t5 / t1 - 1, 0) / 4, 4)}
-
-
 def lm_context(target_dir: Path) -> int:
     from transformers import AutoConfig
     return int(AutoConfig.from_pretrained(target_dir, trust_remote_code=False).max_position_embeddings)
@@ -158,6 +146,7 @@ def parity_ids(tmp: Path, tok: LMTokenizer) -> list[int]:
 def export(recipe: SpeculativeRecipe, out: Path, *, overwrite: bool = False,
            formats: tuple[str, ...] = FORMATS) -> SpeculativeManifest:
     """Recipe (target, draft, default draft length, weight format) → a speculative artifact at `out`."""
+    from ..runtime.costs import measure
     from ..runtime.kv import LMSession
 
     target_dir = resolve_lm(recipe.target)
@@ -180,8 +169,6 @@ def export(recipe: SpeculativeRecipe, out: Path, *, overwrite: bool = False,
         ids = parity_ids(tmp, tok)
         par = {f"{g.name}/{b}": parity(src, LMSession(tmp, g, b), ids)
                for g, src in zip(graphs, (target, draft)) for b in g.files}
-        defaults = manifest.defaults
-        if "openvino" in formats:
-            defaults = defaults.model_copy(update=measure_costs(tmp, manifest))
-        manifest = write_manifest(tmp, manifest.model_copy(update={"parity": par, "defaults": defaults}))
+        update = {"parity": par} | (measure(tmp, manifest) if "openvino" in formats else {})
+        manifest = write_manifest(tmp, manifest.model_copy(update=update))
     return manifest

@@ -80,9 +80,12 @@ def expected_tokens(alpha: float, k: int) -> float:
     return float(k + 1) if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
 
 
-def best_k(alpha: float, cost_ratio: float, k_max: int, verify_slope: float = 0.0) -> int:
-    """k maximising expected tokens per unit time: E[tokens] / (k·c + 1 + slope·k), time in target calls."""
-    speed = [expected_tokens(alpha, k) / (k * cost_ratio + 1 + verify_slope * k) for k in range(k_max + 1)]
+def best_k(alpha: float, cost_ratio: float, k_max: int, verify_slope: float = 0.0,
+           verify_cost: tuple[float, ...] | None = None) -> int:
+    """k maximising expected tokens per unit time: E[tokens] / (k·c + v(k+1)), time in one-token target
+    calls; v(n) = verify_cost[n − 1] (the measured curve t(n)/t(1)) if given, else 1 + slope·(n − 1)."""
+    v = (lambda n: verify_cost[min(n, len(verify_cost)) - 1]) if verify_cost else (lambda n: 1 + verify_slope * (n - 1))
+    speed = [expected_tokens(alpha, k) / (k * cost_ratio + v(k + 1)) for k in range(k_max + 1)]
     return int(np.argmax(speed))
 
 
@@ -109,10 +112,12 @@ class AdaptiveDraft:
     rejections), exponentially decayed, with a prior of `prior_alpha` worth `prior_weight` trials;
     k = best_k(α̂, c, slope). When no k pays (best_k = 0: the draft costs more than it saves) the target
     decodes alone, with a k = 1 probe every `probe_every` tokens so α̂ keeps tracking the text.
-    cost_ratio / verify_slope None: the artifact's measured values (`FALLBACK_COSTS` if it has none).
+    cost_ratio / verify_slope / verify_cost None: the artifact's measured values (its verify-cost curve
+    `verify_ms` when it has one, else the slope; `FALLBACK_COSTS` if it has neither).
     A frozen config: the estimate lives in the generate call (`AcceptanceEstimate`)."""
     cost_ratio: float | None = None  # draft call time / target single-token call time
     verify_slope: float | None = None  # extra target time per verified token, in target calls
+    verify_cost: tuple[float, ...] | None = None  # t(n)/t(1), n = 1, 2, …: the measured curve (beats the slope)
     k_max: int = 8
     decay: float = 0.9
     prior_alpha: float = 0.6
@@ -126,6 +131,10 @@ class AdaptiveDraft:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0):
                 raise InputError(f"AdaptiveDraft {name} must be a finite number ≥ 0 or None, got {v!r}")
+        vc = self.verify_cost
+        if vc is not None and (not isinstance(vc, tuple) or not vc or
+                               not all(isinstance(x, (int, float)) and np.isfinite(x) and x > 0 for x in vc)):
+            raise InputError(f"AdaptiveDraft verify_cost must be a non-empty tuple of positive numbers or None, got {vc!r}")
         if not 0 < self.decay <= 1 or not 0 <= self.prior_alpha <= 1 or not self.prior_weight > 0:
             raise InputError("AdaptiveDraft needs 0 < decay ≤ 1, 0 ≤ prior_alpha ≤ 1 and prior_weight > 0")
 
@@ -147,7 +156,7 @@ class AcceptanceEstimate:
 
     def next_k(self) -> int:
         p = self.policy
-        k = best_k(self.alpha(), p.cost_ratio, p.k_max, p.verify_slope)
+        k = best_k(self.alpha(), p.cost_ratio, p.k_max, p.verify_slope, p.verify_cost)
         if k == 0:
             self.idle += 1
             if self.idle < p.probe_every:

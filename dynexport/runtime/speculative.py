@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 
 from ..errors import InputError
 from ..manifest import SpeculativeManifest
+from .costs import relative_curve
 from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
 from .kv import EXACT_ROLLBACK, LMSession
 from .policies import FALLBACK_COSTS, AcceptanceEstimate, AdaptiveDraft, FixedDraft, TreeCfg
@@ -81,11 +82,13 @@ class SpeculativePipeline:
                              "AdaptiveDraft()")
         if isinstance(draft, AdaptiveDraft):
             measured = d.draft_cost_ratio is not None
+            curve = relative_curve(self.manifest.verify_ms, draft.k_max + 1) if self.manifest.verify_ms else None
             return dataclasses.replace(
                 draft, cost_ratio=_first(draft.cost_ratio, d.draft_cost_ratio if measured else None,
                                          FALLBACK_COSTS.cost_ratio),
                 verify_slope=_first(draft.verify_slope, d.verify_slope if measured else None,
-                                    FALLBACK_COSTS.verify_slope))
+                                    FALLBACK_COSTS.verify_slope),
+                verify_cost=draft.verify_cost or (None if draft.verify_slope is not None else curve))
         return draft
 
 

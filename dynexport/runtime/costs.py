@@ -1,0 +1,71 @@
+"""Measured costs of an LM artifact on this machine: the target's call time for n new positions (the
+verify-cost curve) and the draft's / EAGLE head's one-token call relative to the target's.
+
+The adaptive draft length and EAGLE's dynamic trees decide from these. Export measures them on the
+export machine; `calibrate(root)` (`dynexport calibrate ART`) measures them again on the deployment
+machine and rewrites the manifest: a machine with more cores verifies more positions for the price of
+one, a 2-core one may not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..manifest import MANIFEST, EagleManifest, SpeculativeManifest, read_manifest
+from .kv import LMSession, median_call_ms, prime
+
+VERIFY_POSITIONS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
+
+
+def verify_curve(target: LMSession, positions=VERIFY_POSITIONS, reps: int = 10) -> dict[str, float]:
+    """Median ms of one target call appending n positions after a 32-token prompt, n in `positions`."""
+    prime(target)
+    return {str(n): round(median_call_ms(target, n, reps), 3) for n in positions}
+
+
+def measure(root: Path, manifest, threads: int | None = None, reps: int = 10) -> dict:
+    """The manifest update ({verify_ms, defaults}) with this machine's costs, measured on OpenVINO."""
+    target = LMSession(root, manifest.target, "openvino", threads=threads)
+    curve = verify_curve(target, reps=reps)
+    t1 = curve["1"]
+    if isinstance(manifest, SpeculativeManifest):
+        draft = LMSession(root, manifest.draft, "openvino", threads=threads)
+        prime(draft)
+        c = median_call_ms(draft, 1, reps) / t1
+        slope = max(curve["5"] / t1 - 1, 0) / 4  # the linear summary older runtimes read
+        costs = {"draft_cost_ratio": round(c, 4), "verify_slope": round(slope, 4)}
+    elif isinstance(manifest, EagleManifest):
+        head = LMSession(root, manifest.head, "openvino", threads=threads)
+        hid = np.zeros((1, 32, head_hidden(manifest)), np.float32)
+        prime(head, hidden=hid)
+        costs = {"head_cost_ratio": round(median_call_ms(head, 1, reps, hidden=hid[:, :1]) / t1, 4)}
+    else:
+        raise InputError(f"artifact method {manifest.method!r} has no draft costs to measure")
+    return {"verify_ms": curve, "defaults": manifest.defaults.model_copy(update=costs)}
+
+
+def head_hidden(manifest: EagleManifest) -> int:
+    return int(next(s.shape[2] for s in manifest.head.inputs if s.name == "hidden"))
+
+
+def calibrate(root: str | Path, threads: int | None = None, reps: int = 10):
+    """Measure the artifact's costs on this machine and rewrite its manifest (atomically) → the manifest."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if "openvino" not in manifest.target.files:
+        raise InputError(f"{root} has no OpenVINO graphs: costs are measured on OpenVINO")
+    updated = manifest.model_copy(update=measure(root, manifest, threads, reps))  # files unchanged
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(updated.model_dump_json(indent=1))
+    tmp.replace(root / MANIFEST)
+    return updated
+
+
+def relative_curve(verify_ms: dict[str, float], n_max: int) -> tuple[float, ...]:
+    """t(n) / t(1) for n = 1..n_max from a measured curve (interpolated; flat past the last point)."""
+    n = np.array(sorted(int(k) for k in verify_ms), np.float64)
+    ms = np.array([verify_ms[str(int(k))] for k in n], np.float64)
+    return tuple(float(x) for x in np.interp(np.arange(1, n_max + 1), n, ms) / np.interp(1, n, ms))
