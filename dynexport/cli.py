@@ -82,6 +82,20 @@ def _export(method: str, recipe: Optional[Path], overrides: dict, out: Path, ove
     return methods.export(m.name, m.load_recipe(recipe, overrides), out, overwrite=overwrite, formats=_formats(formats))
 
 
+def parse_layers(value: Optional[str]) -> Optional[list[int]]:
+    """'0-11' or '0,2,4' (or a mix) → layer indices."""
+    if value is None:
+        return None
+    try:
+        out = []
+        for part in value.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise UsageError(f"--draft-layers must look like 0-11 or 0,2,4, got {value!r}") from None
+    return out
+
+
 def parse_exits(value: Optional[str]) -> Optional[list[int]]:
     if value is None:
         return None
@@ -135,12 +149,20 @@ def speculative(
     weight_format: WF = None,
     num_draft_tokens: Annotated[Optional[str], typer.Option(
         help=_d("the artifact's default k: an integer or 'adaptive'", SP.generation.num_draft_tokens))] = None,
+    draft_vocab: Annotated[Optional[int], typer.Option(
+        help=_d("draft checkpoint: keep its N most frequent tokens (0 = all)", SP.draft_shape.vocab_size))] = None,
+    draft_layers: Annotated[Optional[str], typer.Option(
+        help="draft checkpoint: keep these layers, e.g. 0-11 or 0,2,4 (default: all)")] = None,
+    draft_weight_format: Annotated[Optional[WeightFormatOpt], typer.Option(
+        help="the draft graph's weights (default: --weight-format)")] = None,
     formats: Formats = ",".join(FORMATS),
     overwrite: Overwrite = False,
 ):
     """Speculative decoding: a target LM and its draft as KV-cached graphs."""
     overrides = {"target": model, "draft": draft, "quantization.weight_format": _value(weight_format),
-                 "generation.num_draft_tokens": _int_or("--num-draft-tokens", num_draft_tokens, "adaptive")}
+                 "generation.num_draft_tokens": _int_or("--num-draft-tokens", num_draft_tokens, "adaptive"),
+                 "draft_shape.vocab_size": draft_vocab, "draft_shape.layers": parse_layers(draft_layers),
+                 "draft_shape.weight_format": _value(draft_weight_format)}
     out = output or Path("exported_models/smollm2-speculative")
     m = _export("speculative", recipe, overrides, out, overwrite, formats)
     ratio = m.defaults.draft_cost_ratio

@@ -111,12 +111,21 @@ class SpeculativeGenerationCfg(_Frozen):
         return k
 
 
+class DraftShapeCfg(_Frozen):
+    """How a draft *checkpoint* (e.g. Qwen2.5-Coder-0.5B for the 1.5B) is cut down at export: the LM head
+    of a 0.5B is a quarter of its weights, so a truncated vocabulary makes every draft call cheaper."""
+    vocab_size: int = Field(0, ge=0)  # keep the N most frequent tokens of real code (+ EOS); 0 = all
+    layers: list[int] | None = None  # keep these decoder layers; None = all
+    weight_format: WeightFormat | None = None  # the draft graph's weights; None = the target's
+
+
 class SpeculativeRecipe(_Frozen):
     default_file: ClassVar[str] = "speculative.toml"
     name: str = "speculative"
     method: Literal["speculative"] = "speculative"
     target: str = SMOLLM2  # embedded causal LM id or a local Llama checkpoint dir
     draft: str = "smollm2-135m-draft"  # committed draft delta name, a delta dir, or a checkpoint dir
+    draft_shape: DraftShapeCfg = DraftShapeCfg()
     generation: SpeculativeGenerationCfg = SpeculativeGenerationCfg()
     quantization: LMQuantizationCfg = LMQuantizationCfg()
 

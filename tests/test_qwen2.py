@@ -139,3 +139,26 @@ def test_openvino_eagle_data_matches_torch(tiny_qwen, tmp_path):
             target.commit(len(feed))
             feed = ref[-1:]
         assert ref == row[8:].tolist()
+
+
+def test_cut_down_draft_checkpoint_via_cli(tiny_qwen, tmp_path):
+    """A draft checkpoint cut to some layers and its most frequent tokens, int8, from the CLI: the target's
+    greedy output is unchanged, the draft's vocabulary keeps the stop token."""
+    from helpers import run_cli
+    out = tmp_path / "cut"
+    p = run_cli("export", "speculative", "-m", tiny_qwen["target"], "--draft", tiny_qwen["target"],
+                "--draft-layers", "0,2", "--draft-vocab", "120", "--draft-weight-format", "int8",
+                "--weight-format", "fp32", "--formats", "openvino", out)
+    assert p.returncode == 0, p.stderr
+    assert "draft layers [0, 2] (truncated vocabulary)" in " ".join(p.stdout.split())
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["draft"]["precision"]["openvino"].startswith("int8") and m["target"]["precision"]["openvino"] == "fp32"
+    vocab = np.load(out / m["draft"]["vocab_file"])
+    assert len(vocab) == 120 and set(m["tokenizer"]["eos_ids"]) <= set(vocab.tolist())
+    pipe = load(out, "openvino")
+    ref = pipe.generate(PROMPT, max_new_tokens=30, draft=0, ignore_eos=True)
+    got = pipe.generate(PROMPT, max_new_tokens=30, draft=3, ignore_eos=True)
+    assert got.tokens == ref.tokens and got.stats.accepted > 0
+    bad = run_cli("export", "speculative", "-m", tiny_qwen["target"], "--draft", tiny_qwen["target"],
+                  "--draft-layers", "0-9", "--formats", "onnxruntime", tmp_path / "bad")
+    assert bad.returncode != 0 and "distinct indices of the draft's 3 layers" in bad.stderr

@@ -151,13 +151,15 @@ def export(recipe: SpeculativeRecipe, out: Path, *, overwrite: bool = False,
 
     target_dir = resolve_lm(recipe.target)
     target = target_source(target_dir)
-    draft = draft_source(draft_dir(recipe.draft), target_dir)
+    shape = recipe.draft_shape
+    draft = draft_source(draft_dir(recipe.draft), target_dir, shape.vocab_size, shape.layers)
     check_same_tokenizer(target_dir, draft)
     weight_format = recipe.quantization.weight_format
     with atomic_output_dir(out, overwrite) as tmp:
         tok = write_tokenizer(target_dir, tmp, lm_context(target_dir), "openvino" in formats)
-        graphs = [write_lm(src, name, tmp, weight_format, formats)
-                  for name, src in tqdm([("target", target), ("draft", draft)], desc="export graphs")]
+        graphs = [write_lm(src, name, tmp, fmt, formats) for name, src, fmt in tqdm(
+            [("target", target, weight_format), ("draft", draft, shape.weight_format or weight_format)],
+            desc="export graphs")]
         manifest = SpeculativeManifest(
             method="speculative", created_utc=dt.datetime.now(dt.UTC).isoformat(),
             weight_format=weight_format, tokenizer=tok, target=graphs[0], draft=graphs[1],

@@ -78,15 +78,40 @@ def target_source(path: Path, features: bool = False) -> LMSource:
                     {"kind": "checkpoint", "path": str(path), "layers": n})
 
 
-def draft_source(path: Path, target_dir: Path) -> LMSource:
-    """A draft delta dir (draft.json) applied to the target, or a full checkpoint dir of its own."""
+def draft_source(path: Path, target_dir: Path, vocab_size: int = 0, layers: list[int] | None = None) -> LMSource:
+    """A draft delta dir (draft.json) applied to the target, or a full checkpoint dir of its own; a
+    checkpoint may be cut to `layers` and its `vocab_size` most frequent code tokens."""
     path = Path(path)
     if (path / "draft.json").is_file():
+        if vocab_size or layers is not None:
+            raise AssetError(f"{path} is a draft delta: its layers and vocabulary were fixed in training; "
+                             "draft_shape applies to draft checkpoints only")
         cfg, sd, sha, _ = read_checkpoint(target_dir)
         return apply_draft_delta(path, cfg, sd, sha, Path(target_dir))
     cfg, sd, sha, n = read_checkpoint(path)
-    return LMSource(KVLlama(cfg, sd, list(range(n)), copy=False).eval(), sha, path, None,
-                    {"kind": "checkpoint", "path": str(path), "layers": n})
+    keep = list(range(n)) if layers is None else list(layers)
+    if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
+        raise AssetError(f"draft layers {layers} must be distinct indices of the draft's {n} layers")
+    vocab = frequent_tokens(path, vocab_size, int(sd["model.embed_tokens.weight"].shape[0])) if vocab_size else None
+    info = {"kind": "checkpoint", "path": str(path), "layers": keep} | ({"vocab_size": vocab_size} if vocab_size else {})
+    return LMSource(KVLlama(cfg, sd, keep, vocab_ids=vocab, copy=False).eval(), sha, path, vocab, info)
+
+
+def frequent_tokens(tok_dir: Path, n: int, vocab: int) -> torch.Tensor:
+    """The n most frequent token ids over real code (the non-held-out stdlib modules) and English prose
+    (Lee background news), stop tokens always included, ascending [n]."""
+    from transformers import AutoTokenizer
+
+    from .. import lm_data
+    if not 0 < n <= vocab:
+        raise AssetError(f"draft vocab_size must be in 1..{vocab}, got {n}")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    counts = torch.zeros(vocab, dtype=torch.int64)
+    for text in lm_data.stdlib_files(heldout=False) + lm_data.lee_docs(test=False):
+        counts += torch.bincount(torch.tensor(tok.encode(text, add_special_tokens=False)), minlength=vocab)[:vocab]
+    stops = [i for i in {tok.eos_token_id, tok.pad_token_id} if i is not None]
+    counts[stops] = counts.max() + 1
+    return torch.sort(torch.argsort(counts, descending=True, stable=True)[:n]).values
 
 
 def read_spec(file: Path, fmt: str, version: int, target_sha: str, what: str) -> dict:
