@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--real-chunks", type=int, default=1600, help="with --openvino: 256-token chunks of real code")
     ap.add_argument("--vocab-size", type=int, default=EagleCfg.vocab_size, help="0 = full vocabulary")
     ap.add_argument("--depth", type=int, default=EagleCfg.depth)
+    ap.add_argument("--ffn", type=int, default=EagleCfg.ffn, help="the head layer's MLP width (0 = the target's)")
     ap.add_argument("--steps", type=int, default=EagleCfg.steps)
     ap.add_argument("--batch", type=int, default=EagleCfg.batch)
     ap.add_argument("--lr", type=float, default=EagleCfg.lr)
@@ -67,8 +68,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = EagleCfg(vocab_size=args.vocab_size, depth=args.depth, steps=args.steps, batch=args.batch, lr=args.lr,
-                    eval_every=args.eval_every)
+    cfg = EagleCfg(vocab_size=args.vocab_size, depth=args.depth, ffn=args.ffn, steps=args.steps, batch=args.batch,
+                   lr=args.lr, eval_every=args.eval_every)
     if args.target is not None and args.out is None:
         ap.error("--target needs --out (the head dir to write)")
     out = args.out or paths.committed("eagle") / "smollm2-135m-eagle"
@@ -87,7 +88,8 @@ def main() -> None:
     if args.data_only:
         return
     init = f"-init-{args.init.name}" if args.init else ""
-    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}{init}{tag}"
+    ffn = f"-f{cfg.ffn}" if cfg.ffn else ""
+    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}{ffn}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}{init}{tag}"
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = train_and_save(data, cfg, run_dir, out, log, args.init)
     print(json.dumps(summary, indent=1))
@@ -124,7 +126,7 @@ def train_and_save(data: dict, cfg: EagleCfg, run_dir: Path, out: Path, log, ini
     else:
         vocab_ids = (torch.arange(lcfg_vocab(sd)) if cfg.vocab_size == 0
                      else choose_vocab(train_top1, cfg.vocab_size, data["eos_ids"]))  # EOS always draftable
-        head, earlier = init_head(lcfg, sd, vocab_ids, n), None
+        head, earlier = init_head(lcfg, sd, vocab_ids, n, ffn=cfg.ffn), None
 
     def evaluate() -> dict:
         return {"real": chain_acceptance(head, ids[ev], feats[ev], top1[ev], vocab_ids, 5),

@@ -334,3 +334,18 @@ def test_train_head_checkpoints_and_resumes(head, tmp_path):
     assert logs == ["resumed at step 30"]
     for k, v in head.state().items():
         torch.testing.assert_close(again.state()[k], v)
+
+
+def test_narrow_head_saves_and_loads_its_own_width(tmp_path):
+    """ffn < the target's: a small head for a large target; its saved MLP keeps the narrow width."""
+    from dynexport.models.eagle_head import load_head, save_head
+    sd = _tiny_sd()
+    head = init_head(CFG, sd, torch.arange(40), n_layers=2, ffn=24)
+    assert head.layer.w_gate.shape == (24, CFG.hidden) and head.layer.w_down.shape == (CFG.hidden, 24)
+    save_head(head, torch.arange(40), "sha", {}, tmp_path / "h")
+    again, _ = load_head(tmp_path / "h", CFG, sd, "sha")
+    assert again.layer.w_up.shape == (24, CFG.hidden)
+    ids, feats = torch.randint(0, 40, (1, 5)), torch.randn(1, 5, CFG.hidden)
+    with torch.no_grad():
+        a, b = unrolled(head.eval(), ids, feats, 2), unrolled(again, ids, feats, 2)
+    torch.testing.assert_close(a[-1][0], b[-1][0], atol=2e-2, rtol=0)  # fp16 storage

