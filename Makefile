@@ -30,12 +30,12 @@ demo: $(STAMP)
 	$(BIN)/dynexport bert --exits 4,8 $(DEMO_OUT) --overwrite
 	$(BIN)/dynexport evaluate $(DEMO_OUT) --limit 500 --repeats 3
 
-# speculative decoding on the real-size pair: Qwen2.5-Coder-1.5B (int8) + its 0.5B sibling (int4) as the
+# speculative decoding on the real-size pair: Qwen2.5-Coder-1.5B (int8) + its 0.5B sibling (int4, 32k vocabulary) as the
 # draft, completing HumanEval/0 with the adaptive draft length, then with the target alone. First run:
 # converts both GGUFs (~2 min, ~15 GB peak RAM) and exports (~4 min); cached after that.
 demo-speculative: $(STAMP)
 	$(BIN)/dynexport export speculative -m qwen2.5-coder-1.5b --draft qwen2.5-coder-0.5b --weight-format int8 \
-		--draft-weight-format int4 --formats openvino --overwrite exported_models/qwen-speculative
+		--draft-weight-format int4 --draft-vocab 32768 --formats openvino --overwrite exported_models/qwen-speculative
 	$(BIN)/python -c "from dynexport.lm_data import humaneval; print(humaneval()[0]['prompt'], end='')" \
 		> exported_models/humaneval-0.txt
 	$(BIN)/dynexport generate exported_models/qwen-speculative "$$(cat exported_models/humaneval-0.txt)" \
