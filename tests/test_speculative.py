@@ -13,8 +13,8 @@ from dynexport import methods
 from dynexport.errors import AssetError, DynexportError, InputError, ModelTypeError
 from dynexport.runtime import TreeCfg, load
 from dynexport.runtime import speculative as spec_mod
-from dynexport.runtime.kv import LMSession
 from dynexport.runtime.costs import relative_curve
+from dynexport.runtime.kv import LMSession
 from dynexport.runtime.policies import AcceptanceEstimate, AdaptiveDraft, best_k, expected_tokens
 from dynexport.runtime.sampling import SamplingCfg, warp
 
