@@ -162,6 +162,9 @@ class SpeculativeManifest(ManifestBase):
     draft: LMGraph
     defaults: SpeculativeDefaults
     verify_ms: dict[str, float] = {}  # target call time (ms, median) for n positions after a prompt, OpenVINO
+    # OpenVINO CPU settings the target needs for exact greedy, checked at export / calibrate (runtime/costs.py);
+    # None (older artifacts): not checked, so compressed weights run without dynamic quantization
+    cpu_config: dict[str, str] | None = None
     source: dict  # target / draft ids, sha256s, draft training summary
 
     def all_graphs(self) -> list[LMGraph]:
@@ -192,6 +195,9 @@ class EagleManifest(ManifestBase):
     head: LMGraph
     defaults: EagleDefaults
     verify_ms: dict[str, float] = {}  # target call time (ms, median) for n positions after a prompt, OpenVINO
+    # OpenVINO CPU settings the target needs for exact greedy, checked at export / calibrate (runtime/costs.py);
+    # None (older artifacts): not checked, so compressed weights run without dynamic quantization
+    cpu_config: dict[str, str] | None = None
     source: dict  # target sha256, head training summary
 
     def all_graphs(self) -> list[LMGraph]:

@@ -43,6 +43,7 @@ from dynexport.bench.lm import (
     ensure_genai,
     ensure_speculative,
     genai,
+    genai_run,
     interleaved,
     measure_precisions,
     ours,
@@ -204,7 +205,7 @@ def pair_configs(args, precision: str) -> tuple[list[tuple], dict, dict]:
                 ("genai", "speculative threshold=0.4", ("genai-thr", {"assistant_confidence_threshold": 0.4}))]
     n = args.max_new_tokens
     runners = {"ours": lambda p, a, s, seed: ours(pipes[a[0]], p, n, s, seed, draft=a[1]),
-               "genai": lambda p, a, s, seed: pair.genai_run(pipes[a[0]], p, n, s, seed, **a[1])}
+               "genai": lambda p, a, s, seed: genai_run(pipes[a[0]], p, n, s, seed, **a[1])}
     info["costs"] = {name: {"verify_ms": p.manifest.verify_ms, "defaults": p.manifest.defaults.model_dump()}
                      for name, p in pipes.items() if hasattr(p, "manifest")}
     return configs, runners, info | {"pipes": pipes}

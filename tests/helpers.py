@@ -271,6 +271,18 @@ def onnx_op_counts(path) -> dict[str, int]:
     return counts
 
 
+def hf_greedy(model_dir: Path, prompt: str, n: int) -> list[int]:
+    """transformers' greedy continuation (n new token ids, no EOS stop) of a checkpoint dir."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([tok.encode(prompt, add_special_tokens=False)])
+    out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                      eos_token_id=None, pad_token_id=2)
+    return out[0, ids.shape[1]:].tolist()
+
+
 def speculative_pvalues(pipe, prompt: str, n: int, k, cfg) -> tuple[float, float]:
     """p-values of the first-token and the two-token distribution of n sampled speculative
     continuations (draft=k) vs the target's exact distributions; cfg: a SamplingCfg."""

@@ -349,3 +349,11 @@ def test_narrow_head_saves_and_loads_its_own_width(tmp_path):
     with torch.no_grad():
         a, b = unrolled(head.eval(), ids, feats, 2), unrolled(again, ids, feats, 2)
     torch.testing.assert_close(a[-1][0], b[-1][0], atol=2e-2, rtol=0)  # fp16 storage
+
+
+def test_compressed_eagle_target_runs_without_dynamic_quantization(tiny_eagle):
+    from dynexport.runtime import load as load_artifact
+    from dynexport.runtime.costs import exact_cpu_config
+    from dynexport.runtime.kv import NO_DQ
+    m = load_artifact(tiny_eagle["artifact"], "onnxruntime").manifest
+    assert exact_cpu_config(tiny_eagle["artifact"], m.model_copy(update={"weight_format": "int4"})) == NO_DQ

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import export_lm, make_tiny_eagle_head, speculative_pvalues
+from helpers import export_lm, hf_greedy, make_tiny_eagle_head, speculative_pvalues
 
 from dynexport.runtime import load
 from dynexport.runtime.sampling import SamplingCfg
@@ -48,15 +48,8 @@ def test_artifact_parity_recorded(tiny_qwen):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_target_greedy_equals_transformers(tiny_qwen, backend):
-    import torch
-    from transformers import AutoTokenizer, Qwen2ForCausalLM
-    tok = AutoTokenizer.from_pretrained(tiny_qwen["target"])
-    hf = Qwen2ForCausalLM.from_pretrained(tiny_qwen["target"]).eval()
-    ids = torch.tensor([tok.encode(PROMPT, add_special_tokens=False)])
-    ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False,
-                      eos_token_id=None, pad_token_id=2)[0, ids.shape[1]:].tolist()
     got = load(tiny_qwen["artifact"], backend).generate(PROMPT, max_new_tokens=30, draft=0, ignore_eos=True)
-    assert got.tokens[0] == ref
+    assert got.tokens[0] == hf_greedy(tiny_qwen["target"], PROMPT, 30)  # Qwen2ForCausalLM
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

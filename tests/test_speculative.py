@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import export_lm, make_draft_delta, make_tiny_llama, run_cli, speculative_pvalues
+from helpers import export_lm, hf_greedy, make_draft_delta, make_tiny_llama, run_cli, speculative_pvalues
 
 from dynexport import methods
 from dynexport.errors import AssetError, DynexportError, InputError, ModelTypeError
@@ -40,15 +40,8 @@ def test_manifest_and_parity(tiny_lm):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_target_only_equals_transformers_greedy(tiny_lm, backend):
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-    tok = AutoTokenizer.from_pretrained(tiny_lm["target"])
-    hf = LlamaForCausalLM.from_pretrained(tiny_lm["target"]).eval()
-    ids = torch.tensor([tok.encode(PROMPT, add_special_tokens=False)])
-    ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False,
-                      eos_token_id=None, pad_token_id=2)[0, ids.shape[1]:].tolist()
     got = load(tiny_lm["artifact"], backend).generate(PROMPT, max_new_tokens=30, draft=0, ignore_eos=True)
-    assert got.tokens[0] == ref
+    assert got.tokens[0] == hf_greedy(tiny_lm["target"], PROMPT, 30)
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 7, "adaptive"])
@@ -271,6 +264,24 @@ def test_compressed_weights_stay_within_a_bound_of_fp32(tiny_lm, tmp_path, fmt, 
         p, q = p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)
         assert np.abs(p - q).max() <= bound, (fmt, backend, np.abs(p - q).max())
         assert (got.argmax(-1) == ref.argmax(-1)).mean() >= agree
+    m = load(art, "openvino").manifest
+    assert m.cpu_config in ({}, {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"})  # checked at export, on this CPU
+    pipe = load(art, "openvino")
+    ref = pipe.generate(PROMPT, max_new_tokens=30, draft=0, ignore_eos=True)
+    for k in (3, 6):  # whichever setting the check chose keeps greedy exact
+        assert pipe.generate(PROMPT, max_new_tokens=30, draft=k, ignore_eos=True).tokens == ref.tokens
+
+
+def test_exactness_settings_of_the_target(tiny_lm):
+    """fp32 needs nothing; an EAGLE artifact with compressed weights runs without dynamic quantization
+    (tree masks); an unchecked (older) compressed artifact too."""
+    from dynexport.runtime.costs import exact_cpu_config
+    from dynexport.runtime.kv import NO_DQ, target_cpu_config
+    m = load(tiny_lm["artifact"], "onnxruntime").manifest
+    assert m.cpu_config == {} and target_cpu_config(m) == {}
+    assert exact_cpu_config(tiny_lm["artifact"], m) == {}
+    old = m.model_copy(update={"cpu_config": None, "weight_format": "int8"})
+    assert target_cpu_config(old) == NO_DQ
 
 
 def test_export_refuses_mismatched_draft(tiny_lm, tmp_path):

@@ -75,13 +75,20 @@ def ours(pipe, prompt: str, n: int, sample: bool, seed: int, **kw) -> dict:
 
 
 def genai(pipe, prompt: str, n: int, k, sample: bool, seed: int) -> dict:
+    """One openvino_genai generate call with k assistant tokens (0: none)."""
+    return genai_run(pipe, prompt, n, sample, seed, **({"num_assistant_tokens": k} if k else {}))
+
+
+def genai_run(pipe, prompt: str, n: int, sample: bool, seed: int, **fields) -> dict:
+    """One openvino_genai generate call (T = 0.7 when sampling); fields: other GenerationConfig fields
+    (num_assistant_tokens, assistant_confidence_threshold, …)."""
     import openvino_genai as og
     cfg = og.GenerationConfig()
     cfg.max_new_tokens, cfg.ignore_eos, cfg.apply_chat_template = n, True, False
     if sample:
         cfg.do_sample, cfg.temperature, cfg.rng_seed = True, 0.7, seed
-    if k:
-        cfg.num_assistant_tokens = k
+    for key, value in fields.items():
+        setattr(cfg, key, value)
     t0 = time.perf_counter()
     r = pipe.generate([prompt], cfg)
     wall = time.perf_counter() - t0

@@ -13,7 +13,6 @@ import json
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .lm import OUT_ROOT
@@ -83,23 +82,6 @@ def genai_pipeline(precision: str, draft: bool):
     sched.enable_prefix_caching = False
     return og.LLMPipeline(target, "CPU", scheduler_config=sched,
                           draft_model=og.draft_model(str(optimum_export(DRAFT, DRAFT_FORMAT)), "CPU"))
-
-
-def genai_run(pipe, prompt: str, n: int, sample: bool, seed: int, **fields) -> dict:
-    """One genai generate call; fields: GenerationConfig fields (num_assistant_tokens, …)."""
-    import openvino_genai as og
-    cfg = og.GenerationConfig()
-    cfg.max_new_tokens, cfg.ignore_eos, cfg.apply_chat_template = n, True, False
-    if sample:
-        cfg.do_sample, cfg.temperature, cfg.rng_seed = True, 0.7, seed
-    for k, v in fields.items():
-        setattr(cfg, k, v)
-    t0 = time.perf_counter()
-    r = pipe.generate([prompt], cfg)
-    wall = time.perf_counter() - t0
-    pm = r.perf_metrics
-    return {"wall_s": wall, "tokens": int(pm.get_num_generated_tokens()), "ttft_s": pm.get_ttft().mean / 1e3,
-            "tpot_s": pm.get_tpot().mean / 1e3, "text": r.texts[0]}
 
 
 def decode_tok_s(runs: list[dict]) -> float:

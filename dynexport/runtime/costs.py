@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..manifest import MANIFEST, EagleManifest, SpeculativeManifest, read_manifest
-from .kv import LMSession, median_call_ms, prime
+from .kv import EXACT_ROLLBACK, NO_DQ, LMSession, median_call_ms, prime
 
 VERIFY_POSITIONS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 
@@ -26,9 +26,46 @@ def verify_curve(target: LMSession, positions=VERIFY_POSITIONS, reps: int = 10) 
     return {str(n): round(median_call_ms(target, n, reps), 3) for n in positions}
 
 
+def call_size_exact(target: LMSession, k_max: int = 8, contexts=(12, 40, 100)) -> bool:
+    """Whether one call of m tokens gives bit-identical logits to m one-token calls (m = 2..k_max+1)
+    after each context length: what greedy speculative == greedy target needs of the target graph."""
+    for p in contexts:
+        prefix = [100 + (7 * i) % 900 for i in range(p)]
+        for m in range(2, k_max + 2):
+            new = [11 + (13 * j) % 500 for j in range(m)]
+            target.reset()
+            target.run(prefix, logits_from=-1)
+            target.commit(p)
+            many = target.forward(new)  # [m, V]
+            target.commit(0)  # rejected: dropped again (EXACT_ROLLBACK)
+            one = []
+            for x in new:
+                one.append(target.forward([x])[0])
+                target.commit(1)
+            if not np.array_equal(many, np.stack(one)):
+                return False
+    return True
+
+
+def exact_cpu_config(root: Path, manifest, threads: int | None = None) -> dict[str, str]:
+    """The target's OpenVINO CPU settings for exact greedy on this machine: the plugin's default (dynamic
+    quantization on) when its k-token calls are bit-identical to one-token calls, else NO_DQ. Compressed
+    weights only (dynamic quantization touches nothing else). EAGLE always gets NO_DQ: a tree verify
+    call masks non-ancestors inside the call, and quantization amplifies the ~1e-5 a mask moves (measured:
+    SmolLM2 int8, 7 of 12 prompt × setting pairs diverged)."""
+    if manifest.weight_format not in ("int8", "int4"):
+        return {}
+    if isinstance(manifest, EagleManifest):
+        return dict(NO_DQ)
+    target = LMSession(root, manifest.target, "openvino", threads=threads, compact_after=EXACT_ROLLBACK)
+    return {} if call_size_exact(target) else dict(NO_DQ)
+
+
 def measure(root: Path, manifest, threads: int | None = None, reps: int = 10) -> dict:
-    """The manifest update ({verify_ms, defaults}) with this machine's costs, measured on OpenVINO."""
-    target = LMSession(root, manifest.target, "openvino", threads=threads)
+    """The manifest update ({cpu_config, verify_ms, defaults}) with this machine's exactness settings and
+    costs (measured under those settings), on OpenVINO."""
+    cpu_config = exact_cpu_config(root, manifest, threads)
+    target = LMSession(root, manifest.target, "openvino", threads=threads, cpu_config=cpu_config)
     curve = verify_curve(target, reps=reps)
     t1 = curve["1"]
     if isinstance(manifest, SpeculativeManifest):
@@ -44,7 +81,7 @@ def measure(root: Path, manifest, threads: int | None = None, reps: int = 10) ->
         costs = {"head_cost_ratio": round(median_call_ms(head, 1, reps, hidden=hid[:, :1]) / t1, 4)}
     else:
         raise InputError(f"artifact method {manifest.method!r} has no draft costs to measure")
-    return {"verify_ms": curve, "defaults": manifest.defaults.model_copy(update=costs)}
+    return {"cpu_config": cpu_config, "verify_ms": curve, "defaults": manifest.defaults.model_copy(update=costs)}
 
 
 def head_hidden(manifest: EagleManifest) -> int:

@@ -25,17 +25,27 @@ from .graph import Graph
 
 NEG = np.float32(np.finfo(np.float32).min)
 # f32 KV cache: the CPU plugin's default (u8) moves logits by ~1e-2 between a k-token call and k one-token
-# calls. Dynamic activation quantization (the plugin's default for int8/int4 weights) stays on: it is
-# bit-identical across call sizes (measured on Qwen2.5-1.5B int8: k-token call vs k one-token calls,
-# max |Δlogit| = 0 at every context and k tried) and makes prefill 2.2x and k-token verify calls far
-# cheaper. What it does amplify is a masked slot: a hole in the cache shifts attention sums by ~1e-5
-# and quantization turns that into ~0.2 on the logits, so a target that must stay exact drops its
-# rejected slots (EXACT_ROLLBACK) instead of masking them.
+# calls. Dynamic activation quantization (the plugin's default for int8/int4 weights) is kept where it is
+# bit-identical across call sizes — Qwen2.5-1.5B int8: max |Δlogit| = 0 for k = 2–6 at every context
+# tried, and it makes prefill 2.2x and k-token verify calls far cheaper — but that depends on the graph
+# and the CPU (SmolLM2-135M int8: identical at k = 2, not at 4), so export and calibrate check it and
+# record the target's `cpu_config` (runtime/costs.py). Even where it is exact it amplifies a masked
+# slot: a hole in the cache shifts attention sums by ~1e-5 and quantization turns that into ~0.2 on
+# the logits, so a target that must stay exact drops its rejected slots (EXACT_ROLLBACK).
 CPU_EXACT = {"KV_CACHE_PRECISION": "f32"}
+NO_DQ = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}  # for graphs where dynamic quantization is not call-size exact
 EXACT_ROLLBACK = 0  # compact_after for the target: rewrite the cache after every rejection (~5 ms / 300 slots)
 # Prompts of int8/int4 artifacts prefill in bf16 on CPUs that compute it natively (openvino.genai's choice):
 # prefill 6–15% faster on Qwen2.5-1.5B int8, while bf16 *decode* is 10–20% slower, so decode stays f32.
 BF16_PREFILL = {"INFERENCE_PRECISION_HINT": "bf16"}
+
+
+def target_cpu_config(manifest) -> dict[str, str]:
+    """The target's exactness settings: what export / calibrate checked, or (unchecked, compressed
+    weights) dynamic quantization off."""
+    if manifest.cpu_config is not None:
+        return dict(manifest.cpu_config)
+    return dict(NO_DQ) if manifest.weight_format in ("int8", "int4") else {}
 
 
 def prefill_config(weight_format: str, device: str) -> dict | None:
@@ -48,12 +58,14 @@ def prefill_config(weight_format: str, device: str) -> dict | None:
 
 class LMSession:
     def __init__(self, root: Path, spec: LMGraph, backend: str, device: str = "CPU",
-                 threads: int | None = None, compact_after: int = 256, prefill_config: dict | None = None):
-        """prefill_config: OpenVINO settings of a second compile of the stateful graph that runs every
-        prompt (the first call after reset) and hands its KV cache to the main one; later calls never
-        use it, so a k-token call still equals k one-token calls."""
+                 threads: int | None = None, compact_after: int = 256, prefill_config: dict | None = None,
+                 cpu_config: dict | None = None):
+        """cpu_config: OpenVINO CPU settings on top of CPU_EXACT (the artifact's `target_cpu_config`).
+        prefill_config: settings of a second compile of the stateful graph that runs every prompt (the
+        first call after reset) and hands its KV cache to the main one; later calls never use it, so a
+        k-token call still equals k one-token calls."""
         self.spec, self.backend = spec, backend
-        config = CPU_EXACT if device == "CPU" else None
+        config = {**CPU_EXACT, **(cpu_config or {})} if device == "CPU" else None
         self.graph = Graph(root / spec.files[backend], backend, device, threads, ov_config=config)
         self.stateful = spec.kv_cache[backend] == "stateful"
         self.prefill_graph = None

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..manifest import SpeculativeManifest
 from .costs import relative_curve
 from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
-from .kv import EXACT_ROLLBACK, LMSession, prefill_config
+from .kv import EXACT_ROLLBACK, LMSession, prefill_config, target_cpu_config
 from .policies import FALLBACK_COSTS, AcceptanceEstimate, AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, accept_or_resample, sample, warp
 
@@ -37,7 +37,7 @@ class SpeculativePipeline:
         self.tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer.file))
         fast = prefill_config(manifest.weight_format, device)
         self.target = LMSession(root, manifest.target, backend, device, threads, compact_after=EXACT_ROLLBACK,
-                                prefill_config=fast)
+                                cpu_config=target_cpu_config(manifest), prefill_config=fast)
         self.draft = LMSession(root, manifest.draft, backend, device, threads, prefill_config=fast)
 
     def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, streamer: Streamer | None = None,
