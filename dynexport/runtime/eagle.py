@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 from ..errors import InputError
 from ..manifest import EagleManifest
 from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
-from .kv import EXACT_ROLLBACK, LMSession, prefill_config, target_cpu_config
+from .kv import EXACT_ROLLBACK, LMSession, target_cpu_config
 from .policies import AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, pick, recursive_reject, sample, softmax, warp
 
@@ -82,8 +82,7 @@ class EaglePipeline:
         self.manifest = manifest
         self.tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer.file))
         self.target = LMSession(root, manifest.target, backend, device, threads, compact_after=EXACT_ROLLBACK,
-                                cpu_config=target_cpu_config(manifest),
-                                prefill_config=prefill_config(manifest.weight_format, device))
+                                cpu_config=target_cpu_config(manifest))
         self.head = LMSession(root, manifest.head, backend, device, threads)
         self.cost = CostModel.of(manifest)
 

@@ -52,12 +52,6 @@ class Graph:
         """Clear a stateful OpenVINO graph's variables (its KV cache)."""
         self._request.reset_state()
 
-    def copy_states(self, other: Graph) -> None:
-        """Set this stateful graph's variables to `other`'s (the same graph compiled with other settings)."""
-        values = {s.name: s.state for s in other._request.query_state()}
-        for state in self._request.query_state():
-            state.state = values[state.name]
-
     def map_states(self, fn) -> None:
         """Replace each OpenVINO state variable's value v with fn(v) (numpy in, numpy out)."""
         import openvino as ov

@@ -35,11 +35,6 @@ NEG = np.float32(np.finfo(np.float32).min)
 CPU_EXACT = {"KV_CACHE_PRECISION": "f32"}
 NO_DQ = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}  # for graphs where dynamic quantization is not call-size exact
 EXACT_ROLLBACK = 0  # compact_after for the target: rewrite the cache after every rejection (~5 ms / 300 slots)
-# Prompts of int8/int4 artifacts prefill in bf16 on CPUs that compute it natively (openvino.genai's choice):
-# prefill 6–15% faster on Qwen2.5-1.5B int8, while bf16 *decode* is 10–20% slower, so decode stays f32.
-BF16_PREFILL = {"INFERENCE_PRECISION_HINT": "bf16"}
-
-
 def target_cpu_config(manifest) -> dict[str, str]:
     """The target's exactness settings: what export / calibrate checked, or (unchecked, compressed
     weights) dynamic quantization off."""
@@ -48,30 +43,14 @@ def target_cpu_config(manifest) -> dict[str, str]:
     return dict(NO_DQ) if manifest.weight_format in ("int8", "int4") else {}
 
 
-def prefill_config(weight_format: str, device: str) -> dict | None:
-    """BF16_PREFILL for a quantized artifact on a CPU with native bf16, else None (prefill = decode)."""
-    if device != "CPU" or weight_format not in ("int8", "int4"):
-        return None
-    import openvino as ov
-    return BF16_PREFILL if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else None
-
-
 class LMSession:
     def __init__(self, root: Path, spec: LMGraph, backend: str, device: str = "CPU",
-                 threads: int | None = None, compact_after: int = 256, prefill_config: dict | None = None,
-                 cpu_config: dict | None = None):
-        """cpu_config: OpenVINO CPU settings on top of CPU_EXACT (the artifact's `target_cpu_config`).
-        prefill_config: settings of a second compile of the stateful graph that runs every prompt (the
-        first call after reset) and hands its KV cache to the main one; later calls never use it, so a
-        k-token call still equals k one-token calls."""
+                 threads: int | None = None, compact_after: int = 256, cpu_config: dict | None = None):
+        """cpu_config: OpenVINO CPU settings on top of CPU_EXACT (the artifact's `target_cpu_config`)."""
         self.spec, self.backend = spec, backend
         config = {**CPU_EXACT, **(cpu_config or {})} if device == "CPU" else None
         self.graph = Graph(root / spec.files[backend], backend, device, threads, ov_config=config)
         self.stateful = spec.kv_cache[backend] == "stateful"
-        self.prefill_graph = None
-        if prefill_config and self.stateful:
-            self.prefill_graph = Graph(root / spec.files[backend], backend, device, threads,
-                                       ov_config={**(config or {}), **prefill_config})
         self.compact_after = compact_after
         self.vocab_ids = np.load(root / spec.vocab_file, allow_pickle=False) if spec.vocab_file else None
         self.sliced = "logits_index" in self.graph.input_names  # artifacts before it compute every row
@@ -83,8 +62,6 @@ class LMSession:
         self._last = 0  # tokens appended by the last forward (not yet committed)
         if self.stateful:
             self.graph.reset_state()
-            if self.prefill_graph is not None:
-                self.prefill_graph.reset_state()
         else:
             shape = (1, self.spec.kv_heads, 0, self.spec.head_dim)
             self.past = [np.zeros(shape, np.float32) for _ in range(2 * self.spec.num_layers)]
@@ -122,12 +99,7 @@ class LMSession:
         rows = np.arange(t, dtype=np.int64)[logits_from:]  # [N]
         if self.sliced:
             extra["logits_index"] = rows
-        feed = {"input_ids": ids, "position_ids": pos, "attention_mask": mask, **extra}
-        if self.prefill_graph is not None and slots == 0 and t > 1:
-            out = self.prefill_graph(**feed, beam_idx=np.zeros(1, np.int32))
-            self.graph.copy_states(self.prefill_graph)
-        else:
-            out = self._run(feed)
+        out = self._run({"input_ids": ids, "position_ids": pos, "attention_mask": mask, **extra})
         if not self.sliced:
             out["logits"] = out["logits"][:, rows]
         self.valid = np.concatenate([self.valid, np.zeros(t, bool)])

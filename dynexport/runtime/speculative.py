@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..manifest import SpeculativeManifest
 from .costs import relative_curve
 from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
-from .kv import EXACT_ROLLBACK, LMSession, prefill_config, target_cpu_config
+from .kv import EXACT_ROLLBACK, LMSession, target_cpu_config
 from .policies import FALLBACK_COSTS, AcceptanceEstimate, AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, accept_or_resample, sample, warp
 
@@ -35,10 +35,9 @@ class SpeculativePipeline:
                  threads: int | None = None):
         self.manifest, self.backend = manifest, backend
         self.tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer.file))
-        fast = prefill_config(manifest.weight_format, device)
         self.target = LMSession(root, manifest.target, backend, device, threads, compact_after=EXACT_ROLLBACK,
-                                cpu_config=target_cpu_config(manifest), prefill_config=fast)
-        self.draft = LMSession(root, manifest.draft, backend, device, threads, prefill_config=fast)
+                                cpu_config=target_cpu_config(manifest))
+        self.draft = LMSession(root, manifest.draft, backend, device, threads)
 
     def generate(self, prompt: str | list[str], config: GenerationConfig | None = None, streamer: Streamer | None = None,
                  **overrides) -> GenResult:
