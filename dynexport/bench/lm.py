@@ -99,9 +99,9 @@ def genai_run(pipe, prompt: str, n: int, sample: bool, seed: int, **fields) -> d
 
 def verify_cost_curve(pipe, n_max: int = 16, repeats: int = 7) -> list[dict]:
     """Median time of one target call over n = 1..n_max new positions after a 32-token context."""
-    from ..runtime.kv import median_call_ms, prime
-    prime(pipe.target)
-    return [{"n": n, "ms": median_call_ms(pipe.target, n, repeats)} for n in range(1, n_max + 1)]
+    from ..runtime.costs import verify_curve
+    curve = verify_curve(pipe.target, range(1, n_max + 1), repeats)
+    return [{"n": int(n), "ms": ms} for n, ms in curve.items()]
 
 
 def optimum_cost_curve(model_dir: Path, ns=(1, 2, 3, 4, 5, 6, 8, 12, 16), repeats: int = 10) -> list[dict]:

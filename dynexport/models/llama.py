@@ -66,14 +66,18 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def frozen(t: torch.Tensor, copy: bool) -> nn.Parameter:
+    """A non-trainable parameter holding t (a clone of it when copy, else sharing t's storage)."""
+    return nn.Parameter(t.clone() if copy else t, requires_grad=False)
+
+
 class Layer(nn.Module):
     """One Llama decoder layer (RMSNorm → GQA attention with RoPE → RMSNorm → SwiGLU MLP)."""
 
     def __init__(self, cfg: LlamaCfg, sd: dict[str, torch.Tensor], prefix: str, copy: bool = True):
         super().__init__()
         self.cfg = cfg
-        own = (lambda t: t.clone()) if copy else (lambda t: t)
-        p = lambda n: nn.Parameter(own(sd[prefix + n].float()), requires_grad=False)
+        p = lambda n: frozen(sd[prefix + n].float(), copy)
         self.ln1, self.ln2 = p("input_layernorm.weight"), p("post_attention_layernorm.weight")
         for attr, name in MATRICES.items():
             setattr(self, attr, p(name))
@@ -129,10 +133,9 @@ class KVLlama(nn.Module):
         head = sd.get(head_key, embed).float()
         if vocab_ids is not None:
             head = head[vocab_ids]  # [V', H]: rows of the kept vocabulary
-        own = (lambda t: t.clone()) if copy else (lambda t: t)
-        self.embed = nn.Parameter(own(embed), requires_grad=False)
-        self.head = nn.Parameter(own(head) if vocab_ids is None else head, requires_grad=False)
-        self.norm = nn.Parameter(own(sd["model.norm.weight"].float()), requires_grad=False)
+        self.embed = frozen(embed, copy)
+        self.head = frozen(head, copy and vocab_ids is None)  # head[vocab_ids] is already a copy
+        self.norm = frozen(sd["model.norm.weight"].float(), copy)
         self.layers = nn.ModuleList(Layer(cfg, sd, f"model.layers.{i}.", copy) for i in layers)
         self.register_buffer("inv_freq", inv_freq(cfg), persistent=False)
 

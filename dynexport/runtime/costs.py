@@ -101,11 +101,16 @@ def calibrate(root: str | Path, threads: int | None = None, reps: int = 10):
     return updated
 
 
+def curve_points(verify_ms: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A manifest's verify_ms {"n": ms} → (n [M] ascending, ms [M]) as float64 arrays."""
+    n = np.array(sorted(int(k) for k in verify_ms), np.float64)
+    return n, np.array([verify_ms[str(int(k))] for k in n], np.float64)
+
+
 def relative_curve(verify_ms: dict[str, float], n_max: int) -> tuple[float, ...]:
     """t(n) / t(1) for n = 1..n_max from a measured curve (interpolated; flat past the last point), made
     non-decreasing: more positions never cost less, a dip below 1 is timing noise (measured: 0.96 at n = 2),
     and taking it at face value made one draft token look free."""
-    n = np.array(sorted(int(k) for k in verify_ms), np.float64)
-    ms = np.array([verify_ms[str(int(k))] for k in n], np.float64)
+    n, ms = curve_points(verify_ms)
     rel = np.maximum.accumulate(np.interp(np.arange(1, n_max + 1), n, ms) / np.interp(1, n, ms))
     return tuple(float(x) for x in rel)

@@ -36,6 +36,7 @@ from tokenizers import Tokenizer
 
 from ..errors import InputError
 from ..manifest import EagleManifest
+from .costs import curve_points
 from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
 from .kv import EXACT_ROLLBACK, LMSession, target_cpu_config
 from .policies import AdaptiveDraft, FixedDraft, TreeCfg
@@ -65,9 +66,7 @@ class CostModel:
 
     @staticmethod
     def of(manifest: EagleManifest) -> CostModel:
-        curve = manifest.verify_ms or UNMEASURED_CURVE
-        n = np.array(sorted(int(k) for k in curve), np.float64)
-        ms = np.array([curve[str(int(k))] for k in n], np.float64)
+        n, ms = curve_points(manifest.verify_ms or UNMEASURED_CURVE)
         c = manifest.defaults.head_cost_ratio
         return CostModel(n, ms, (UNMEASURED_HEAD_RATIO if c is None else c) * float(np.interp(1, n, ms)))
 

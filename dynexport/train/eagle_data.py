@@ -145,6 +145,8 @@ def openvino_data(target_dir: Path, graph_xml: Path, work: Path, real_chunks: in
     request = ov.Core().compile_model(str(graph_xml), "CPU", config).create_infer_request()
     real = cached(work, "real_chunks.safetensors",
                   lambda: {"chunks": code_chunks(tokenizer, seq_len, real_chunks, eos)}, log)["chunks"]
+    real = real[:real_chunks]  # a cache made for more chunks holds these as its prefix
+    log(f"real code: {len(real)} chunks of {seq_len} tokens")
     prompts = cached(work, "prompts.safetensors", lambda: {"prompts": code_prompts(tokenizer, onpolicy_prompts)},
                      log)["prompts"]
     on = onpolicy(request, prompts, seq_len, work, log)
