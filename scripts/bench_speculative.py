@@ -180,20 +180,12 @@ def pair_configs(args, precision: str) -> tuple[list[tuple], dict, dict]:
     trained), genai's in fresh pipelines; info: per-pipeline load RSS and the artifacts' costs."""
     from dynexport.bench import pair
     from dynexport.runtime import load
-    pipes, info = {}, {"load_rss_mb": {}}
-
-    def add(name: str, make):
-        before = pair.rss_mb()
-        pipes[name] = make()
-        info["load_rss_mb"][name] = round(pair.rss_mb() - before)
-
-    add("ours", lambda: load(pair.speculative_artifact(precision), "openvino"))
-    add("ours-v", lambda: load(pair.speculative_artifact(precision, pair.VOCAB_CUT), "openvino"))
     eagle = pair.eagle_artifact(precision, args.eagle_head)
-    if eagle:
-        add("eagle", lambda: load(eagle, "openvino"))
+    makers = {"ours": lambda: load(pair.speculative_artifact(precision), "openvino"),
+              "ours-v": lambda: load(pair.speculative_artifact(precision, pair.VOCAB_CUT), "openvino"),
+              "eagle": lambda: load(eagle, "openvino")}
     for name, draft in (("genai", False), ("genai-k3", True), ("genai-k5", True), ("genai-thr", True)):
-        add(name, lambda draft=draft: pair.genai_pipeline(precision, draft))
+        makers[name] = lambda draft=draft: pair.genai_pipeline(precision, draft)
     configs = [("ours", "target", ("ours", 0))] + [("ours", f"k={k}", ("ours", k)) for k in args.ks]
     configs += [("ours", "adaptive", ("ours", "adaptive")), ("ours", f"vocab{pair.VOCAB_CUT} k=3", ("ours-v", 3)),
                 ("ours", f"vocab{pair.VOCAB_CUT} adaptive", ("ours-v", "adaptive"))]
@@ -203,12 +195,30 @@ def pair_configs(args, precision: str) -> tuple[list[tuple], dict, dict]:
                 ("genai", "speculative k=3", ("genai-k3", {"num_assistant_tokens": 3})),
                 ("genai", "speculative k=5", ("genai-k5", {"num_assistant_tokens": 5})),
                 ("genai", "speculative threshold=0.4", ("genai-thr", {"assistant_confidence_threshold": 0.4}))]
+    configs = chosen_rows(configs, args.rows)
+    pipes, info = {}, {"load_rss_mb": {}, "row_pipe": {f"{lib}/{name}": a[0] for lib, name, a in configs}}
+    for name in dict.fromkeys(a[0] for _, _, a in configs):  # load only the pipelines the rows use
+        before = pair.rss_mb()
+        pipes[name] = makers[name]()
+        info["load_rss_mb"][name] = round(pair.rss_mb() - before)
     n = args.max_new_tokens
     runners = {"ours": lambda p, a, s, seed: ours(pipes[a[0]], p, n, s, seed, draft=a[1]),
                "genai": lambda p, a, s, seed: genai_run(pipes[a[0]], p, n, s, seed, **a[1])}
     info["costs"] = {name: {"verify_ms": p.manifest.verify_ms, "defaults": p.manifest.defaults.model_dump()}
                      for name, p in pipes.items() if hasattr(p, "manifest")}
     return configs, runners, info | {"pipes": pipes}
+
+
+def chosen_rows(configs: list[tuple], rows: list[str] | None) -> list[tuple]:
+    """The configurations named in --rows ("lib/name"; all when None). Both targets alone are always
+    kept: every ratio is against them."""
+    if not rows:
+        return configs
+    names = [f"{lib}/{name}" for lib, name, _ in configs]
+    unknown = sorted(set(rows) - set(names))
+    if unknown:
+        raise SystemExit(f"--rows: unknown {unknown}; available: {names}")
+    return [c for c, k in zip(configs, names) if k in rows or k in ("ours/target", "genai/target")]
 
 
 def pair_row(runs: list[dict]) -> dict:
@@ -269,14 +279,15 @@ def summarize_pair(runs: list[dict]) -> dict:
     best = g.get(key, {})
     adaptive = [k for k in g if k.startswith("ours/") and "adaptive" in k and "tok_per_s" in g[k]]
     worst = {k: g[k].get("min_prompt_speedup") for k in adaptive}
-    costs = run["costs"]["ours"]["defaults"]
+    costs = run["costs"][run["row_pipe"][key]]["defaults"] if key else {}
+    cost_ratio = costs.get("draft_cost_ratio", costs.get("head_cost_ratio"))
     return {"speedup_vs_target": tok_s / ours_t["tok_per_s"], "speedup_vs_genai_speculative": tok_s / genai_spec[0],
             "speedup_vs_genai_target": tok_s / genai_t["tok_per_s"],
             "target_vs_genai_target": ours_t["tok_per_s"] / genai_t["tok_per_s"],
             "target_vs_genai_target_decode": ours_t["decode_tok_per_s"] / genai_t["decode_tok_per_s"],
             "target_vs_genai_target_ttft": genai_t["ttft_ms"] / ours_t["ttft_ms"],
             "acceptance_rate": best.get("acceptance_rate"), "mean_accepted_length": best.get("mean_accepted_length"),
-            "draft_cost_ratio": costs.get("draft_cost_ratio"), "setting": key and key.split("/", 1)[1],
+            "draft_cost_ratio": cost_ratio, "setting": key and key.split("/", 1)[1],
             "precision": run["precision"], "mode": "greedy", "greedy_identical": same.get(key),
             "greedy_identical_all": same, "genai_speculative_best": genai_spec[1],
             "adaptive_vs_target": {k: g[k]["tok_per_s"] / ours_t["tok_per_s"] for k in adaptive},
@@ -340,6 +351,9 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["greedy", "sample_t0.7"], help="--pair qwen: greedy, sample_t0.7")
     ap.add_argument("--eagle-head", type=Path, default=Path.home() / ".cache" / "dynexport" / "heads" / "qwen2.5-coder-1.5b",
                     help="--pair qwen: the EAGLE head dir (scripts/train_eagle.py); rows skipped if absent")
+    ap.add_argument("--rows", nargs="+", default=None,
+                    help="--pair qwen: only these rows (e.g. 'ours/eagle tree' 'genai/speculative k=5'; both targets "
+                         "alone always run); write them with --out to a file of their own")
     common_args(ap, ROOT, "speculative.json", 24)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--pair", default="smollm2")
