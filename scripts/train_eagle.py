@@ -61,6 +61,7 @@ def main() -> None:
                     help="warm start from this head dir (its layer, fc and draft vocabulary); a new cosine schedule")
     ap.add_argument("--eval-every", type=int, default=EagleCfg.eval_every)
     ap.add_argument("--onpolicy-prompts", type=int, default=320)
+    ap.add_argument("--bf16", action="store_true", help="train under CPU bf16 autocast (fp32 master weights)")
     ap.add_argument("--data-only", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None,
@@ -69,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = EagleCfg(vocab_size=args.vocab_size, depth=args.depth, ffn=args.ffn, steps=args.steps, batch=args.batch,
-                   lr=args.lr, eval_every=args.eval_every)
+                   lr=args.lr, eval_every=args.eval_every, bf16=args.bf16)
     if args.target is not None and args.out is None:
         ap.error("--target needs --out (the head dir to write)")
     out = args.out or paths.committed("eagle") / "smollm2-135m-eagle"
@@ -89,7 +90,8 @@ def main() -> None:
         return
     init = f"-init-{args.init.name}" if args.init else ""
     ffn = f"-f{cfg.ffn}" if cfg.ffn else ""
-    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}{ffn}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}{init}{tag}"
+    bf16 = "-bf16" if cfg.bf16 else ""
+    run_dir = work / f"run-v{cfg.vocab_size}-d{cfg.depth}{ffn}-s{cfg.steps}-b{cfg.batch}-lr{cfg.lr}{bf16}{init}{tag}"
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = train_and_save(data, cfg, run_dir, out, log, args.init)
     print(json.dumps(summary, indent=1))

@@ -336,6 +336,27 @@ def test_train_head_checkpoints_and_resumes(head, tmp_path):
         torch.testing.assert_close(again.state()[k], v)
 
 
+def test_bf16_training_learns_like_fp32(tmp_path):
+    """--bf16 (autocast, fp32 master weights): the loss falls as with fp32 and the trained heads agree."""
+    from dynexport.train.eagle import EagleCfg, train_head
+    torch.manual_seed(3)
+    data = (torch.randint(0, 40, (6, 10)), torch.randn(6, 10, CFG.hidden))
+    heads, losses = {}, {}
+    for bf16 in (False, True):
+        heads[bf16] = init_head(CFG, _tiny_sd(), torch.arange(40), n_layers=2)
+        logs = []
+        train_head(heads[bf16], data, EagleCfg(steps=40, batch=2, depth=2, lr=3e-3, bf16=bf16),
+                   tmp_path / f"{bf16}.pt", log=logs.append)
+        losses[bf16] = [float(m.split()[3]) for m in logs if m.startswith("step")]
+    assert losses[True] != losses[False]  # autocast took effect
+    assert losses[True][-1] < 0.95 * losses[True][0]  # measured: 1.127 → 1.013 in 40 steps, as fp32
+    assert abs(losses[True][-1] - losses[False][-1]) < 0.02 * losses[False][-1]
+    ids, feats = data[0][:1], data[1][:1]
+    with torch.no_grad():
+        a, b = unrolled(heads[False].eval(), ids, feats, 2)[0], unrolled(heads[True].eval(), ids, feats, 2)[0]
+    assert (a - b).abs().max() < 0.1 * a.abs().max()
+
+
 def test_narrow_head_saves_and_loads_its_own_width(tmp_path):
     """ffn < the target's: a small head for a large target; its saved MLP keeps the narrow width."""
     from dynexport.models.eagle_head import load_head, save_head

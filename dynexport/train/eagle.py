@@ -42,6 +42,7 @@ class EagleCfg:
     eval_chunks: int = 48  # real chunks held out (the draft's eval split), plus on-policy shard 0
     eval_every: int = 0  # log held-out acceptance every this many steps (0 = only before/after)
     seed: int = 0
+    bf16: bool = False  # forward under CPU bf16 autocast (weights and optimizer state stay fp32)
 
 
 @torch.no_grad()
@@ -147,7 +148,8 @@ def train_head(head: EagleHead, data: tuple, cfg: EagleCfg, ckpt: Path, log=prin
     for step in range(start, cfg.steps):
         rows = torch.randint(0, len(data[0]), (cfg.batch,), generator=gen)
         ids, feats = data[0][rows], data[1][rows]
-        loss, parts = eagle_loss(head, unrolled(head, ids, feats, cfg.depth), feats, cfg.ce_weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss, parts = eagle_loss(head, unrolled(head, ids, feats, cfg.depth), feats, cfg.ce_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
