@@ -164,7 +164,8 @@ def test_adaptive_policy_reads_the_artifacts_curve(tiny_lm):
     assert curve["1"] > 0 and set(curve) >= {"1", "5", "16"}
     pol = pipe._policy(AdaptiveDraft(k_max=6))
     assert len(pol.verify_cost) == 7 and pol.verify_cost[0] == 1.0
-    assert pol.verify_cost[4] == pytest.approx(curve["5"] / curve["1"], rel=1e-6)
+    envelope = max(curve[str(n)] for n in range(1, 6)) / curve["1"]  # made non-decreasing: a timing dip is noise
+    assert pol.verify_cost[4] == pytest.approx(envelope, rel=1e-6)
     assert pipe._policy(AdaptiveDraft(verify_slope=0.3)).verify_cost is None  # an explicit slope wins
 
 
