@@ -77,6 +77,11 @@ def pair_main(bench: dict) -> None:
               + f"; a perfect free draft allows {run['ceiling_perfect_draft']['speedup']:.1f}x "
               f"(k = {run['ceiling_perfect_draft']['k']}); draft cost ratio c = "
               f"{run['costs']['ours']['defaults']['draft_cost_ratio']}, {pair_vocab(run)}")
+        if "eagle" in run["costs"]:
+            e = run["costs"]["eagle"]
+            print(f"\nEAGLE artifact's target (its own cpu_config): t(1) = {e['verify_ms']['1']:.1f} ms, t(n)/t(1) "
+                  + ", ".join(f"{n}: {ms / e['verify_ms']['1']:.2f}" for n, ms in e["verify_ms"].items())
+                  + f"; head cost ratio c = {e['defaults']['head_cost_ratio']}")
         for mode in run["results"]:
             pair_table(run, mode)
     t = s["targets"]

@@ -372,9 +372,19 @@ def test_narrow_head_saves_and_loads_its_own_width(tmp_path):
     torch.testing.assert_close(a[-1][0], b[-1][0], atol=2e-2, rtol=0)  # fp16 storage
 
 
-def test_compressed_eagle_target_runs_without_dynamic_quantization(tiny_eagle):
+def test_compressed_eagle_target_checks_its_trees(tiny_eagle, tmp_path):
+    """int8 EAGLE: export runs the chain and the tree exactness checks and records the verdict (dynamic
+    quantization on only if both pass: bit-identical logits); greedy chain and dynamic tree == the target
+    alone under whichever it chose."""
     from dynexport.runtime import load as load_artifact
-    from dynexport.runtime.costs import exact_cpu_config
-    from dynexport.runtime.kv import NO_DQ
-    m = load_artifact(tiny_eagle["artifact"], "onnxruntime").manifest
-    assert exact_cpu_config(tiny_eagle["artifact"], m.model_copy(update={"weight_format": "int4"})) == NO_DQ
+    from dynexport.runtime.costs import call_size_exact, tree_call_exact
+    from dynexport.runtime.kv import EXACT_ROLLBACK, NO_DQ, LMSession
+    art = tmp_path / "int8"
+    export_lm("eagle", art, tiny_eagle["target"], tiny_eagle["head"], weight_format="int8", formats=("openvino",))
+    pipe = load_artifact(art, "openvino")
+    assert pipe.manifest.cpu_config in ({}, NO_DQ)
+    ref = pipe.generate(PROMPTS[0], max_new_tokens=30, draft=0, ignore_eos=True)
+    for draft in (FixedDraft(3), "tree"):
+        assert pipe.generate(PROMPTS[0], max_new_tokens=30, draft=draft, ignore_eos=True).tokens == ref.tokens
+    dq = LMSession(art, pipe.manifest.target, "openvino", compact_after=EXACT_ROLLBACK, cpu_config={})
+    assert (pipe.manifest.cpu_config == {}) == (call_size_exact(dq) and tree_call_exact(dq))

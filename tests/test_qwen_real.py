@@ -82,3 +82,29 @@ def test_greedy_speculative_equals_target_alone(pair_pipe):
             accepted, drafted = accepted + got.stats.accepted, drafted + got.stats.drafted
     assert accepted / drafted > 0.5  # the 0.5B agrees with the 1.5B on most code tokens
     assert np.all(pair_pipe.target.valid)  # rejected drafts never stay in the target's cache
+
+
+QWEN_HEAD = assets.cache_dir() / "heads" / "qwen2.5-coder-1.5b"
+
+
+TRAIN_HEAD = ("scripts/train_eagle.py --target qwen2.5-coder-1.5b --openvino --real-chunks 960 --ffn 2048 --bf16 "
+              f"--steps 800 --out {QWEN_HEAD}")
+
+
+@pytest.mark.skipif(not (QWEN_HEAD / "eagle.json").is_file(),
+                    reason=f"no EAGLE head for the 1.5B in {QWEN_HEAD} (too large to commit): build it with {TRAIN_HEAD}")
+def test_eagle_head_greedy_equals_target_alone(pair, tmp_path):
+    """The trained head on the int8 1.5B: chain and dynamic tree give the target's greedy tokens exactly,
+    and the head drafts well enough to matter."""
+    recipe = methods.get("eagle").load_recipe(None, {
+        "target": "qwen2.5-coder-1.5b", "head": str(QWEN_HEAD), "quantization.weight_format": "int8"})
+    methods.export("eagle", recipe, tmp_path / "eagle", formats=("openvino",))
+    pipe = load(tmp_path / "eagle", "openvino")
+    taus = []
+    for p in humaneval(24)[::12]:
+        ref = pipe.generate(p["prompt"], max_new_tokens=48, draft=0, ignore_eos=True)
+        for draft in (4, "tree"):
+            got = pipe.generate(p["prompt"], max_new_tokens=48, draft=draft, ignore_eos=True)
+            assert got.tokens == ref.tokens, (p["task_id"], draft)
+            taus.append(got.stats.new_tokens / got.stats.target_calls)
+    assert np.mean(taus) > 1.2, taus  # measured τ 1.63 (chain) and 1.66 (tree) over 24 prompts in the benchmark

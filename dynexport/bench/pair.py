@@ -55,9 +55,13 @@ def speculative_artifact(precision: str, vocab: int = 0) -> Path:
 
 
 def eagle_artifact(precision: str, head: Path) -> Path | None:
+    """The EAGLE artifact of a trained head (None when there is none), named by the head's hash so a
+    retrained head is exported afresh."""
+    from dynexport.manifest import sha256_file
     if not (head / "eagle.json").is_file():
         return None
-    return ensure_artifact(f"eagle-{precision}", {"method": "eagle", "target": TARGET, "head": str(head),
+    name = f"eagle-{precision}-{sha256_file(head / 'eagle.safetensors')[:12]}"
+    return ensure_artifact(name, {"method": "eagle", "target": TARGET, "head": str(head),
                                                   "quantization.weight_format": precision})
 
 

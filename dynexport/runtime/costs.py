@@ -33,32 +33,63 @@ def call_size_exact(target: LMSession, k_max: int = 8, contexts=(12, 40, 100)) -
         prefix = [100 + (7 * i) % 900 for i in range(p)]
         for m in range(2, k_max + 2):
             new = [11 + (13 * j) % 500 for j in range(m)]
-            target.reset()
-            target.run(prefix, logits_from=-1)
-            target.commit(p)
+            _fresh(target, prefix)
             many = target.forward(new)  # [m, V]
             target.commit(0)  # rejected: dropped again (EXACT_ROLLBACK)
-            one = []
-            for x in new:
-                one.append(target.forward([x])[0])
-                target.commit(1)
-            if not np.array_equal(many, np.stack(one)):
+            if not np.array_equal(many, np.stack([_step(target, x) for x in new])):
                 return False
     return True
 
 
+TREE_PARENTS = (-1, 0, 0, 1, 1, 2, 3, 3, 4)  # a depth-4 draft tree with branches at every level
+
+
+def tree_call_exact(target: LMSession, parents=TREE_PARENTS, contexts=(12, 40, 100)) -> bool:
+    """Whether one tree call (each token sees the prefix and its ancestors only) gives every token
+    bit-identical logits to one-token calls along its path: what greedy EAGLE trees == greedy target
+    needs. Non-ancestors are masked inside the call, a pattern the chain check never sees."""
+    tokens = [11 + (13 * j) % 500 for j in range(len(parents))]
+    for p in contexts:
+        prefix = [100 + (7 * i) % 900 for i in range(p)]
+        _fresh(target, prefix)
+        tree = target.forward(tokens, parents=list(parents))  # [N, V]
+        target.commit(0)
+        for i in range(len(parents)):
+            path = [i]  # token i, its parent, …, the root
+            while parents[path[-1]] >= 0:
+                path.append(parents[path[-1]])
+            _fresh(target, prefix)
+            one = [_step(target, tokens[j]) for j in reversed(path)][-1]
+            if not np.array_equal(one, tree[i]):
+                return False
+    return True
+
+
+def _fresh(target: LMSession, prefix: list[int]) -> None:
+    """An empty cache, then `prefix` committed."""
+    target.reset()
+    target.run(prefix, logits_from=-1)
+    target.commit(len(prefix))
+
+
+def _step(target: LMSession, x: int) -> np.ndarray:
+    """One committed one-token call → its logits [V]."""
+    out = target.forward([x])[0]
+    target.commit(1)
+    return out
+
+
 def exact_cpu_config(root: Path, manifest, threads: int | None = None) -> dict[str, str]:
     """The target's OpenVINO CPU settings for exact greedy on this machine: the plugin's default (dynamic
-    quantization on) when its k-token calls are bit-identical to one-token calls, else NO_DQ. Compressed
-    weights only (dynamic quantization touches nothing else). EAGLE always gets NO_DQ: a tree verify
-    call masks non-ancestors inside the call, and quantization amplifies the ~1e-5 a mask moves (measured:
-    SmolLM2 int8, 7 of 12 prompt × setting pairs diverged)."""
+    quantization on) when its k-token calls are bit-identical to one-token calls (and, for EAGLE, its
+    tree calls too), else NO_DQ. Compressed weights only (dynamic quantization touches nothing else).
+    Measured: SmolLM2 int8 fails the chain check at k = 4, and its EAGLE trees diverged with DQ on
+    (7 of 12 prompt × setting pairs)."""
     if manifest.weight_format not in ("int8", "int4"):
         return {}
-    if isinstance(manifest, EagleManifest):
-        return dict(NO_DQ)
     target = LMSession(root, manifest.target, "openvino", threads=threads, compact_after=EXACT_ROLLBACK)
-    return {} if call_size_exact(target) else dict(NO_DQ)
+    exact = call_size_exact(target) and (not isinstance(manifest, EagleManifest) or tree_call_exact(target))
+    return {} if exact else dict(NO_DQ)
 
 
 def measure(root: Path, manifest, threads: int | None = None, reps: int = 10) -> dict:
