@@ -180,10 +180,10 @@ def pair_configs(args, precision: str) -> tuple[list[tuple], dict, dict]:
     trained), genai's in fresh pipelines; info: per-pipeline load RSS and the artifacts' costs."""
     from dynexport.bench import pair
     from dynexport.runtime import load
-    eagle = pair.eagle_artifact(precision, args.eagle_head)
+    eagle = (args.eagle_head / "eagle.json").is_file()  # a trained head: its artifact is exported if a row uses it
     makers = {"ours": lambda: load(pair.speculative_artifact(precision), "openvino"),
               "ours-v": lambda: load(pair.speculative_artifact(precision, pair.VOCAB_CUT), "openvino"),
-              "eagle": lambda: load(eagle, "openvino")}
+              "eagle": lambda: load(pair.eagle_artifact(precision, args.eagle_head), "openvino")}
     for name, draft in (("genai", False), ("genai-k3", True), ("genai-k5", True), ("genai-thr", True)):
         makers[name] = lambda draft=draft: pair.genai_pipeline(precision, draft)
     configs = [("ours", "target", ("ours", 0))] + [("ours", f"k={k}", ("ours", k)) for k in args.ks]
