@@ -40,7 +40,7 @@ BackendOpt = Enum("BackendOpt", {v: v for v in FORMATS}, type=str)
 GEN, CLS, IMG = GenerationConfig(), ClassifyConfig(), ImageConfig()
 IMG_STEPS = next(f.default for f in dataclasses.fields(ImageConfig) if f.name == "steps")  # before normalising
 # each recipe model's defaults, for help texts (the flags themselves default to None: "the recipe's")
-EE, SP, EA, SS = (methods.get(name).recipe() for name in ("early-exit", "speculative", "eagle", "stepsaver"))
+EE, LM, SP, EA, SS = (methods.get(name).recipe() for name in ("early-exit", "lm", "speculative", "eagle", "stepsaver"))
 
 
 def _d(text: str, default) -> str:
@@ -136,6 +136,24 @@ def early_exit(
     console.print(f"[green]wrote[/green] {out}: {len(m.graphs)} segments, exits {m.exits}, "
                   f"threshold {m.policy.threshold:.4f} (val: full {c.accuracy_full:.2f}% → "
                   f"{c.chosen.accuracy:.2f}%, expected speed-up {c.chosen.expected_speedup:.2f}x)")
+
+
+@export_app.command("lm")
+def lm(
+    output: Out = None,
+    model: Annotated[Optional[str], typer.Option(
+        "-m", "--model", help=_d("embedded id (qwen2.5-coder-0.5b, …) or a Llama / Qwen2 checkpoint dir", LM.model))] = None,
+    recipe: RecipeOpt = None,
+    weight_format: WF = None,
+    formats: Formats = ",".join(FORMATS),
+    overwrite: Overwrite = False,
+):
+    """A plain causal LM as one KV-cached graph (the generator or reward model of `dynexport solve`)."""
+    overrides = {"model": model, "quantization.weight_format": _value(weight_format)}
+    out = output or Path("exported_models/lm")
+    m = _export("lm", recipe, overrides, out, overwrite, formats)
+    console.print(f"[green]wrote[/green] {out}: {m.model.num_layers} layers, {m.model.params / 1e6:.0f}M matmul "
+                  f"parameters, {m.weight_format}, max parity error {max(m.parity.values()):.1e}")
 
 
 @export_app.command("speculative")
@@ -332,7 +350,7 @@ def generation_config(max_new_tokens=None, sample=None, temperature=None, top_k=
 
 @app.command()
 def generate(
-    artifact: Annotated[Path, typer.Argument(help="speculative or eagle artifact dir")],
+    artifact: Annotated[Path, typer.Argument(help="lm, speculative or eagle artifact dir")],
     prompt: Annotated[str, typer.Argument(help="prompt text (raw completion, no chat template)")],
     max_new_tokens: Annotated[Optional[int], typer.Option(help=_d("tokens to generate at most", GEN.max_new_tokens))] = None,
     sample: Annotated[Optional[bool], typer.Option(
@@ -379,6 +397,65 @@ def calibrate(
     ratio = m.defaults.draft_cost_ratio if m.method == "speculative" else m.defaults.head_cost_ratio
     console.print(f"[green]calibrated[/green] {artifact}: target one-token call {m.verify_ms['1']:.1f} ms; "
                   f"n positions cost ×({curve}); draft/target cost ratio {ratio:.3f}")
+
+
+def parse_problems(value: Optional[str], n: int) -> list[int]:
+    """'0:20' (a slice), '3,7,9' or None (all n) → problem indices."""
+    if value is None:
+        return list(range(n))
+    try:
+        if ":" in value:
+            lo, _, hi = value.partition(":")
+            idx = list(range(n))[slice(int(lo) if lo else None, int(hi) if hi else None)]
+        else:
+            idx = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise UsageError(f"--problems takes a slice like 0:20 or indices like 3,7,9, got {value!r}") from None
+    if not idx or any(not 0 <= i < n for i in idx):
+        raise UsageError(f"--problems {value!r} selects none of the {n} problems or one outside 0..{n - 1}")
+    return idx
+
+
+@app.command()
+def solve(
+    artifact: Annotated[Path, typer.Argument(help="lm artifact dir: the generator")],
+    task: Annotated[str, typer.Option(help="the task: humaneval")] = "humaneval",
+    strategy: Annotated[str, typer.Option(
+        help="greedy, best_of_n, majority, weighted, rebase or beam")] = "weighted",
+    budget: Annotated[int, typer.Option(help="samples / beams / REBASE width")] = 4,
+    reward: Annotated[Optional[Path], typer.Option(help="lm artifact dir of the reward model (same tokenizer)")] = None,
+    reward_kind: Annotated[Optional[str], typer.Option(
+        help=_d("self, lm, task or product (lm and product need --reward)", "product with --reward, else task"))] = None,
+    problems: Annotated[Optional[str], typer.Option(
+        help="problem indices: a slice 0:20 or a list 3,7,9 (default: all)")] = None,
+    seed: int = 0,
+    backend: BackendOpt = BackendOpt.openvino,
+):
+    """Solve task problems with an inference strategy; prints each result and pass@1 on the hidden tests."""
+    from rich.progress import track
+
+    from .runtime.strategies import SolveConfig
+    from .runtime.strategies import solve as run_solve
+    from .runtime.tasks import task_problems
+    the_task, all_problems = task_problems(task)
+    chosen = parse_problems(problems, len(all_problems))
+    cfg = SolveConfig(reward=reward_kind or ("product" if reward else "task"))
+    pipe = _load_for("solve", artifact, backend)
+    rpipe = _load_for("solve", reward, backend) if reward else None
+    table = Table("problem", "passed", "answered", "candidates", "policy tokens", "policy GFLOP", "total GFLOP", "s")
+    passed = 0
+    for i in track(chosen, description=f"{strategy} ×{budget}", console=console):
+        p = all_problems[i]
+        sol = run_solve(pipe, the_task, p, strategy, budget, seed, rpipe, cfg)
+        ok = sol.answer is not None and the_task.grade(p, sol.answer)
+        passed += ok
+        s = sol.stats
+        table.add_row(p.get("task_id", str(i)), "yes" if ok else "no", "no" if sol.no_answer else "yes",
+                      str(len(sol.candidates)), str(s.policy.generated_tokens + s.policy.prefill_tokens),
+                      f"{s.policy.flops / 1e9:.0f}", f"{(s.policy.flops + s.reward.flops) / 1e9:.0f}", f"{s.wall_s:.1f}")
+    console.print(table)
+    console.print(f"pass@1 {passed}/{len(chosen)} = {100 * passed / len(chosen):.1f}% ({strategy}, budget {budget}, "
+                  f"reward {cfg.reward})")
 
 
 @app.command()

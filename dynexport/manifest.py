@@ -134,6 +134,8 @@ class LMGraph(_M):
     vocab_file: str | None = None  # .npy int64 [V']: full-vocabulary id of each output column (None = all)
     precision: dict[str, str]
     model_sha256: str  # of the weights the graph was built from
+    params: int | None = None  # parameters of the graph's model, embeddings included (None: older artifacts)
+    attention_dim: int | None = None  # query heads × head dim (the attention term of FLOPs per token)
 
 
 class LMTokenizer(_M):
@@ -145,6 +147,21 @@ class LMTokenizer(_M):
     vocab_size: int
     eos_ids: list[int]
     max_context: int  # prompt + generated tokens
+
+
+class LMManifest(ManifestBase):
+    method: Literal["lm"]
+    tokenizer: LMTokenizer
+    model: LMGraph
+    cpu_config: dict[str, str] = {}  # OpenVINO CPU settings on top of the runtime's (none: plugin defaults)
+    source: dict  # model id, sha256
+
+    def all_graphs(self) -> list[LMGraph]:
+        return [self.model]
+
+    def referenced(self) -> list[str]:
+        return [self.tokenizer.file, *self.tokenizer.extra_files, *self.model.files.values(),
+                *([self.model.vocab_file] if self.model.vocab_file else [])]
 
 
 class SpeculativeDefaults(_M):
@@ -248,7 +265,7 @@ class DiffusionManifest(ManifestBase):
         return [self.tokenizer.file, *self.tokenizer.extra_files, *(f for g in self.all_graphs() for f in g.files.values())]
 
 
-AnyManifest = Annotated[Union[EarlyExitManifest, SpeculativeManifest, EagleManifest, DiffusionManifest],
+AnyManifest = Annotated[Union[EarlyExitManifest, LMManifest, SpeculativeManifest, EagleManifest, DiffusionManifest],
                         Field(discriminator="method")]
 _ADAPTER = TypeAdapter(AnyManifest)
 

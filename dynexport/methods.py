@@ -15,8 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DynexportError, RecipeError
-from .manifest import DiffusionManifest, EagleManifest, EarlyExitManifest, ManifestBase, SpeculativeManifest
-from .recipe import FORMATS, AnyRecipe, EagleRecipe, EarlyExitRecipe, SpeculativeRecipe, StepSaverRecipe, load_recipe
+from .manifest import DiffusionManifest, EagleManifest, EarlyExitManifest, LMManifest, ManifestBase, SpeculativeManifest
+from .recipe import (
+    FORMATS,
+    AnyRecipe,
+    EagleRecipe,
+    EarlyExitRecipe,
+    LMRecipe,
+    SpeculativeRecipe,
+    StepSaverRecipe,
+    load_recipe,
+)
 from .runtime import PIPELINES
 
 EXPORT_EXTRA = ("torch", "transformers", "nncf", "optimum", "onnx", "diffusers", "peft")
@@ -68,6 +77,11 @@ def _export_early_exit(recipe: EarlyExitRecipe, out: Path, overwrite: bool, form
     return export(recipe, out, ensure_trained(recipe, src.model_dir, src.splits), overwrite=overwrite, formats=formats)
 
 
+def _export_lm(recipe: LMRecipe, out: Path, overwrite: bool, formats) -> LMManifest:
+    from .export.lm import export
+    return export(recipe, out, overwrite=overwrite, formats=formats)
+
+
 def _export_speculative(recipe: SpeculativeRecipe, out: Path, overwrite: bool, formats) -> SpeculativeManifest:
     from .export.speculative import export
     return export(recipe, out, overwrite=overwrite, formats=formats)
@@ -86,6 +100,7 @@ def _export_stepsaver(recipe: StepSaverRecipe, out: Path, overwrite: bool, forma
 METHODS = {m.name: m for m in (
     Method("early-exit", ("bert",), EarlyExitRecipe, EarlyExitManifest, "bert_exits", ("classify", "evaluate"),
            _export_early_exit),
+    Method("lm", (), LMRecipe, LMManifest, "lm", ("generate", "solve"), _export_lm),
     Method("speculative", (), SpeculativeRecipe, SpeculativeManifest, "speculative", ("generate",),
            _export_speculative),
     Method("eagle", (), EagleRecipe, EagleManifest, "eagle", ("generate",), _export_eagle),

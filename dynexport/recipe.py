@@ -1,6 +1,6 @@
 """Recipes: frozen, validated export config (TOML) for every method, each default defined once here.
 
-One model per method — `EarlyExitRecipe`, `SpeculativeRecipe`, `EagleRecipe`, `StepSaverRecipe` —
+One model per method — `EarlyExitRecipe`, `LMRecipe`, `SpeculativeRecipe`, `EagleRecipe`, `StepSaverRecipe` —
 with its embedded TOML under `dynexport/recipes/`. `load_recipe(path, overrides, schema)` reads a
 TOML file and applies CLI overrides given as dotted keys (`{"exits.layers": [4, 8]}`); unknown keys
 and bad values raise `RecipeError` naming the field. Runtime settings the recipe fixes for an
@@ -99,6 +99,15 @@ class LMQuantizationCfg(_Frozen):
     weight_format: WeightFormat = "fp16"
 
 
+class LMRecipe(_Frozen):
+    """A plain causal LM (one KV graph): the generator and the reward model of the inference strategies."""
+    default_file: ClassVar[str] = "lm.toml"
+    name: str = "lm"
+    method: Literal["lm"] = "lm"
+    model: str = SMOLLM2  # embedded causal LM id (qwen2.5-coder-0.5b, …) or a local Llama / Qwen2 checkpoint dir
+    quantization: LMQuantizationCfg = LMQuantizationCfg()
+
+
 class SpeculativeGenerationCfg(_Frozen):
     """The artifact's default draft length: an integer k (0 = target alone) or "adaptive"."""
     num_draft_tokens: int | Literal["adaptive"] = "adaptive"
@@ -169,7 +178,7 @@ class StepSaverRecipe(_Frozen):
     quantization: QuantizationCfg = QuantizationCfg()
 
 
-AnyRecipe = EarlyExitRecipe | SpeculativeRecipe | EagleRecipe | StepSaverRecipe
+AnyRecipe = EarlyExitRecipe | LMRecipe | SpeculativeRecipe | EagleRecipe | StepSaverRecipe
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:

@@ -46,6 +46,21 @@ def tiny_lm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_plain_lm(tiny_lm):
+    """The tiny target of tiny_lm as a plain lm artifact (both backends), and a second one from a 1-layer
+    model with the same tokenizer (a "small" generator next to it)."""
+    from dynexport import methods
+    from dynexport.recipe import LMRecipe
+    root = tiny_lm["root"]
+    small = make_tiny_llama(root / "small", layers=1, seed=7)
+    arts = {}
+    for name, model in (("lm", tiny_lm["target"]), ("small", small)):
+        arts[name] = root / "artifacts" / f"plain-{name}"
+        methods.export("lm", LMRecipe(model=str(model), quantization={"weight_format": "fp32"}), arts[name])
+    return {"artifact": arts["lm"], "small": arts["small"], "target": tiny_lm["target"], "root": root}
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory):
     """Paths: target (3-layer random Qwen2: q/k/v biases, untied head), draft (a 1-layer Qwen2 checkpoint
     of its own with the same tokenizer, as the 0.5B is for the 1.5B), artifact."""

@@ -12,7 +12,7 @@ from dynexport.runtime import PIPELINES
 
 
 def test_every_method_is_one_entry_and_aliases_resolve():
-    assert list(methods.METHODS) == ["early-exit", "speculative", "eagle", "stepsaver"]
+    assert list(methods.METHODS) == ["early-exit", "lm", "speculative", "eagle", "stepsaver"]
     assert methods.get("bert") is methods.get("early-exit") and methods.get("diffusion") is methods.get("stepsaver")
     with pytest.raises(RecipeError, match="unknown method 'nope'"):
         methods.get("nope")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dynexport import paths
+from dynexport import methods, paths
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_wheel_carries_recipes_and_every_committed_weight(wheel):
                if p.is_file()}
     recipes = {f"dynexport/recipes/{p.name}" for p in paths.RECIPES_DIR.glob("*.toml")}
     assert weights and weights <= names, sorted(weights - names)
-    assert len(recipes) == 4 and recipes <= names
+    assert len(recipes) == len(methods.METHODS) and recipes <= names
     assert {"dynexport/cli.py", "dynexport/methods.py", "dynexport/runtime/generation.py"} <= names
     assert not [n for n in names if n.split("/")[0] in ("tests", "scripts", "benchmarks", "docs")]
     entry = next(n for n in names if n.endswith("entry_points.txt"))

@@ -51,7 +51,14 @@ def write_lm(src: LMSource, name: str, tmp: Path, weight_format: str, formats: t
     c = module.cfg
     return LMGraph(name=name, files=files, inputs=ins, outputs=outs, kv_cache=kv,
                    num_layers=len(module.layers), source_layers=module.source_layers, kv_heads=c.kv_heads,
-                   head_dim=c.head_dim, vocab_file=vocab_file, precision=precision, model_sha256=src.sha256)
+                   head_dim=c.head_dim, vocab_file=vocab_file, precision=precision, model_sha256=src.sha256,
+                   params=matmul_params(module), attention_dim=c.heads * c.head_dim)
+
+
+def matmul_params(module) -> int:
+    """Parameters a token multiplies through: the decoder layers and the LM head (the embedding lookup
+    computes nothing), the N of FLOPs ≈ 2·N per token."""
+    return int(sum(p.numel() for name, p in module.named_parameters() if name.split(".")[-1] != "embed"))
 
 
 def write_tokenizer(tok_dir: Path, tmp: Path, max_context: int, with_openvino: bool) -> LMTokenizer:

@@ -5,7 +5,7 @@ runs it with torch blocked keep it so). Every pipeline call takes `(inputs, conf
 and returns a result with its outputs and `.stats`:
 
     EarlyExitPipeline.run(texts, ClassifyConfig | exit policy)         → Result (labels, exit layers)
-    SpeculativePipeline / EaglePipeline.generate(prompt, GenerationConfig, streamer) → GenResult
+    LMPipeline / SpeculativePipeline / EaglePipeline.generate(prompt, GenerationConfig, streamer) → GenResult
     StepSaverPipeline.generate(prompts, ImageConfig | step policy)      → ImageResult
 """
 
@@ -20,6 +20,7 @@ from .eagle import EaglePipeline
 from .early_exit import ClassifyConfig, EarlyExitPipeline, Result, Stats
 from .generation import GenerationConfig, GenResult, GenStats
 from .graph import BACKENDS
+from .lm import LMPipeline
 from .policies import (
     AdaptiveDraft,
     EntropyPolicy,
@@ -33,14 +34,14 @@ from .policies import (
 from .speculative import SpeculativePipeline
 
 # The artifact → pipeline mapping (manifest `method` → class); the method registry (methods.py) reads it.
-PIPELINES = {"bert_exits": EarlyExitPipeline, "speculative": SpeculativePipeline, "eagle": EaglePipeline,
+PIPELINES = {"bert_exits": EarlyExitPipeline, "lm": LMPipeline, "speculative": SpeculativePipeline, "eagle": EaglePipeline,
              "stepsaver": StepSaverPipeline}
-Pipeline = EarlyExitPipeline | SpeculativePipeline | EaglePipeline | StepSaverPipeline
+Pipeline = EarlyExitPipeline | LMPipeline | SpeculativePipeline | EaglePipeline | StepSaverPipeline
 
 __all__ = ["load", "PIPELINES", "EarlyExitPipeline", "ClassifyConfig", "Result", "Stats", "EntropyPolicy",
-           "PatiencePolicy", "FullDepth", "SpeculativePipeline", "EaglePipeline", "GenerationConfig", "GenResult",
-           "GenStats", "FixedDraft", "AdaptiveDraft", "TreeCfg", "StepSaverPipeline", "ImageConfig", "ImageResult",
-           "ImageStats", "FixedSteps", "PredictedSteps"]
+           "PatiencePolicy", "FullDepth", "LMPipeline", "SpeculativePipeline", "EaglePipeline", "GenerationConfig",
+           "GenResult", "GenStats", "FixedDraft", "AdaptiveDraft", "TreeCfg", "StepSaverPipeline", "ImageConfig",
+           "ImageResult", "ImageStats", "FixedSteps", "PredictedSteps"]
 
 
 def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU",

@@ -172,7 +172,7 @@ class Decoder:
     """A method's decoding, bound to its sessions, sampling settings, rng and stats for one prompt."""
     start: Callable[[list[int]], int]  # prompt ids → the first new token (prefill)
     step: Callable[[int, int], list[int]]  # (pending token x, tokens still allowed) → [accepted…, next]
-    sessions: tuple  # LMSessions whose call counts become target_calls, draft_calls
+    sessions: tuple  # LMSessions: the first one's calls become target_calls, the others' draft_calls
 
 
 MakeDecoder = Callable[["GenerationConfig", np.random.Generator, "GenStats"], "Decoder"]
@@ -209,7 +209,8 @@ def _one(tokenizer, ids: list[int], cfg: GenerationConfig, stops: set[int], stre
         x = new[-1]
     stats.total_s = time.perf_counter() - t0
     stats.new_tokens = len(out.tokens)
-    stats.target_calls, stats.draft_calls = (s.calls for s in dec.sessions)
+    calls = [s.calls for s in dec.sessions]
+    stats.target_calls, stats.draft_calls = calls[0], sum(calls[1:])
     for s in dec.sessions:
         s.calls = 0
     return out.final_text(), out.tokens, stats
