@@ -223,6 +223,7 @@ def rebase_results(args, model: str, pools_keys: list[int]) -> dict:
     for tb in args.rebase_tb:
         for b in args.rebase_budgets:
             recs = load_records(run_dir(args, model) / f"rebase-b{b}-tb{tb}", max(pools_keys) + 1)
+            recs = {i: r for i, r in recs.items() if i in pools_keys}
             if not recs:
                 continue
             per, flops = [], []
@@ -267,7 +268,7 @@ def orderings(res: dict, budgets) -> dict:
     out = {}
     for model, r in res.items():
         c = r["curves"]
-        for b in budgets:
+        for b in budgets if c else ():
             if b == 1:
                 continue
             out[f"{model} b={b} weighted−majority"] = paired_bootstrap(c["weighted/lm"][b]["per_problem"],
@@ -310,18 +311,25 @@ def report(args, problems) -> dict:
     from dynexport.bench.env import environment, write_json
     from dynexport.manifest import read_manifest
     graphs = {m: read_manifest(artifact(m, args.precision), verify=False).model for m in args.models}
-    res = {}
+    recs = {}
     for model in args.models:
         pools = load_records(run_dir(args, model) / "pool", len(problems))
         pools = {i: r for i, r in pools.items() if all("passed" in c and "lm" in c["rewards"] for c in r["candidates"])}
         greedy = load_records(run_dir(args, model) / "greedy", len(problems))
-        common = sorted(set(pools) & set(greedy))
-        pools, greedy = {i: pools[i] for i in common}, {i: greedy[i] for i in common}
+        greedy = {i: r for i, r in greedy.items() if "passed" in r["candidates"][0]}
+        recs[model] = (pools, greedy)
+    # the problems every model's greedy run and every finished pool has: all comparisons are paired on them
+    ids = set.intersection(*[set(g) for _, g in recs.values()], *[set(p) for p, _ in recs.values() if p])
+    res = {}
+    for model, (pools, greedy) in recs.items():
+        pools, greedy = {i: pools[i] for i in sorted(ids) if i in pools}, {i: greedy[i] for i in sorted(ids)}
+        if not greedy:
+            continue
         res[model] = {"pools": pools, "greedy": greedy_summary(greedy),
-                      "curves": pooled_curves(args, pools, graphs[model], graphs[LARGE]),
-                      "rebase": rebase_results(args, model, common or [0]),
+                      "curves": pooled_curves(args, pools, graphs[model], graphs[LARGE]) if pools else {},
+                      "rebase": rebase_results(args, model, sorted(pools) or [0]),
                       "oracle": {b: float(np.mean([any(c["passed"] for c in p["candidates"][:b]) for p in pools.values()]))
-                                 for b in args.budgets}}
+                                 for b in args.budgets} if pools else {}}
     summary = summarize(args, res) if SMALL in res and LARGE in res else {}
     payload = {"env": environment(ROOT), "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
                "models": {m: {k: v for k, v in r.items() if k != "pools"} for m, r in res.items()}}
