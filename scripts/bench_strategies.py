@@ -8,8 +8,9 @@ usual stop sequences, T = 0.7. Stages, each resumable (one JSON per problem unde
 ~/.cache/dynexport/strategies/, skipped when present) with a progress bar:
 - pool: 16 samples per problem and model, one prefill and one batch (runtime/strategies.sample_pool);
 - greedy: one greedy completion per problem and model;
-- judge: every candidate's behaviour signature and docstring-example pass rate, and (grading only,
-  never choosing) its hidden tests, in the sandbox;
+- inputs: 16 samples of test calls each generator writes itself (CodeT), for the signatures;
+- judge: every candidate's behaviour signature (docstring examples + those inputs) and docstring-example
+  pass rate, and (grading only, never choosing) its hidden tests, in the sandbox;
 - score: the 1.5B's mean token log-prob of each 0.5B candidate (the outcome reward; for the 1.5B's own
   samples that is its self-reward);
 - rebase: REBASE trees at budgets 4 and 16, T_b 0.1 and 0.2, on a fixed subset of problems;
@@ -79,16 +80,32 @@ def stage_pool(args, pipes, task, problems, greedy: bool) -> None:
                                 "tokens": len(r.tokens), "rewards": dict(c.rewards)} for c, r in zip(cands, rows)]})
 
 
-def stage_judge(args, models, task, problems) -> None:
-    """Signature, example pass rate and hidden-test result of every candidate (sandboxed, cached)."""
+def stage_inputs(args, pipes, problems) -> None:
+    """Test inputs each generator writes itself (CodeT): its voting keys run on them too."""
+    from dynexport.runtime.codet import model_inputs
+    for model, pipe in pipes.items():
+        out = run_dir(args, model) / "inputs"
+        for i in each(range(len(problems)), lambda i, out=out: out / f"{i}.json", f"inputs {model}"):
+            calls, comp = model_inputs(pipe, problems[i], args.input_samples, args.input_temperature,
+                                       np.random.default_rng(3000 + i))
+            save(out / f"{i}.json", {"calls": calls, "compute": comp.to_json()})
+
+
+def stage_judge(args, models, problems) -> None:
+    """Signature (docstring examples + the model's own inputs), example pass rate and hidden-test
+    result of every candidate (sandboxed); re-judged when the inputs changed."""
+    from dynexport.runtime.tasks import HumanEvalTask
     for model in models:
+        written = load_records(run_dir(args, model) / "inputs", len(problems))
         for kind in ("pool", "greedy"):
             d = run_dir(args, model) / kind
             for i in tqdm(range(len(problems)), desc=f"judge {kind} {model}"):
                 path = d / f"{i}.json"
                 rec = json.loads(path.read_text()) if path.is_file() else None
-                if rec is None or all("passed" in c for c in rec["candidates"]):
+                calls = written.get(i, {}).get("calls", [])
+                if rec is None or (rec.get("inputs") == calls and all("passed" in c for c in rec["candidates"])):
                     continue
+                task = HumanEvalTask(extra_inputs={problems[i]["task_id"]: calls})
                 for c in rec["candidates"]:
                     if c["answered"]:
                         c["key"] = list(task.key(problems[i], c["program"]))
@@ -97,6 +114,8 @@ def stage_judge(args, models, task, problems) -> None:
                     else:
                         c.update(key=None, passed=False)
                         c["rewards"]["task"] = None
+                rec["inputs"] = calls
+                rec["key_flops"] = written.get(i, {}).get("compute", {}).get("flops", 0.0)
                 save(path, rec)
 
 
@@ -135,14 +154,17 @@ def rebase_subset(args, n_problems: int) -> list[int]:
     return [round(j * n_problems / k) for j in range(k)]
 
 
-def stage_rebase(args, pipes, task, problems) -> None:
+def stage_rebase(args, pipes, problems) -> None:
     """REBASE trees: node reward = the 1.5B's exp(mean log-prob) of the solution so far (for the 1.5B
     generator: its own), finished solutions aggregated by weighted voting (reward: lm)."""
     from dynexport.runtime.rebase import rebase
     from dynexport.runtime.strategies import SolveConfig, add_rewards
+    from dynexport.runtime.tasks import HumanEvalTask
     subset = rebase_subset(args, len(problems))
     for model, pipe in pipes.items():
         rm = pipes[LARGE] if model != LARGE else None
+        written = load_records(run_dir(args, model) / "inputs", len(problems))  # the pool's voting keys use them too
+        task = HumanEvalTask(extra_inputs={problems[i]["task_id"]: r["calls"] for i, r in written.items()})
         for tb in args.rebase_tb:
             cfg = SolveConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                               rebase_temperature=tb, reward="lm")
@@ -156,6 +178,7 @@ def stage_rebase(args, pipes, task, problems) -> None:
                     save(out / f"{i}.json", {
                         "task_id": problems[i]["task_id"], "wall_s": time.perf_counter() - t0,
                         "policy": pol.to_json(), "reward": rew.to_json(),
+                        "key_flops": written.get(i, {}).get("compute", {}).get("flops", 0.0),
                         "candidates": [_judged(task, problems[i], c) for c in cands]})
 
 
@@ -231,7 +254,7 @@ def rebase_results(args, model: str, pools_keys: list[int]) -> dict:
                 cands, keys = as_candidates(r)
                 j = select("rebase", cands, keys, "lm")
                 per.append(0.0 if j is None else float(r["candidates"][j]["passed"]))
-                flops.append(r["policy"]["flops"])
+                flops.append(r["policy"]["flops"] + r.get("key_flops", 0.0))
             out[f"b{b}-tb{tb}"] = {"budget": b, "tb": tb, "problems": sorted(recs), "pass": float(np.mean(per)),
                                    "policy_flops": float(np.mean(flops)), "per_problem": per}
     return out
@@ -364,7 +387,8 @@ def plot(res: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stages", nargs="+", default=["pool", "greedy", "judge", "score", "rebase", "wall", "report"])
+    ap.add_argument("--stages", nargs="+",
+                    default=["pool", "greedy", "inputs", "judge", "score", "rebase", "wall", "report"])
     ap.add_argument("--models", nargs="+", default=[SMALL, LARGE])
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--problems", type=int, default=164, help="the first N HumanEval problems")
@@ -372,6 +396,8 @@ def main() -> None:
     ap.add_argument("--budgets", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     ap.add_argument("--draws", type=int, default=64, help="random subsets per problem and budget")
     ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--input-samples", type=int, default=16, help="samples of test inputs per problem (CodeT)")
+    ap.add_argument("--input-temperature", type=float, default=0.8)
     ap.add_argument("--max-new-tokens", type=int, default=384)
     ap.add_argument("--rebase-problems", type=int, default=40)
     ap.add_argument("--rebase-budgets", nargs="+", type=int, default=[4, 16])
@@ -385,19 +411,21 @@ def main() -> None:
     check()
     task, problems = task_problems("humaneval")
     problems = problems[: args.problems]
-    needs_models = set(args.stages) & {"pool", "greedy", "score", "rebase", "wall"}
+    needs_models = set(args.stages) & {"pool", "greedy", "inputs", "score", "rebase", "wall"}
     models = list(dict.fromkeys(args.models + ([LARGE] if set(args.stages) & {"score", "rebase", "wall"} else [])))
     pipes = {m: load(artifact(m, args.precision), "openvino") for m in models} if needs_models else {}
     gen = {m: pipes[m] for m in args.models if m in pipes}
     for stage in args.stages:
         if stage in ("pool", "greedy"):
             stage_pool(args, gen, task, problems, greedy=stage == "greedy")
+        elif stage == "inputs":
+            stage_inputs(args, gen, problems)
         elif stage == "judge":
-            stage_judge(args, args.models, task, problems)
+            stage_judge(args, args.models, problems)
         elif stage == "score":
             stage_score(args, gen, task, problems)
         elif stage == "rebase":
-            stage_rebase(args, gen, task, problems)
+            stage_rebase(args, gen, problems)
         elif stage == "wall":
             stage_wall(args, pipes, task, problems)
         elif stage == "report":

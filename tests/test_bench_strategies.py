@@ -56,3 +56,10 @@ def test_paired_bootstrap_separates_only_real_differences():
     worse = a & (rng.random(200) < 0.5)
     r = paired_bootstrap(a, worse)
     assert r["separated"] and r["ci95_pt"][0] > 0 and r["diff_pt"] > 20
+
+
+def test_votes_pay_for_the_test_inputs_they_run():
+    p = pool(["a"] * 4, [True] * 4, [0.5] * 4) | {"key_flops": 123.0}
+    vote = expected_at_budget(p, "majority", 2, "self", GRAPH, None, 4, 0)["policy_flops"]
+    best = expected_at_budget(p, "best_of_n", 2, "self", GRAPH, None, 4, 0)["policy_flops"]
+    assert vote - best == pytest.approx(123.0)

@@ -79,3 +79,12 @@ def test_number_task():
     assert t.extract({}, "so 3 + 4 = 7, the answer is 1,250.5") == 1250.5
     assert t.extract({}, "no digits") is None
     assert t.grade({"answer": "7"}, 7.0) and t.key({}, 2.0000000001) == t.key({}, 2.0)
+
+
+def test_model_written_calls_are_parsed_not_run():
+    from dynexport.runtime.codet import parse_call, probe_prompt
+    assert parse_call("f", "[1, 2],  3) == 4") == "f([1, 2], 3)"
+    assert parse_call("f", "'a)b') is True") == "f('a)b')"  # a ')' inside a string does not end the call
+    assert parse_call("f", "1, 2") is None and parse_call("f", "__import__('os').system('x')") is None
+    assert parse_call("f", "x)[0]") == "f(x)"
+    assert probe_prompt(P0).endswith("# check the correctness of has_close_elements\nassert has_close_elements(")

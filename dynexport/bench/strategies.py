@@ -38,7 +38,8 @@ def subset_cost(pool: dict, idx: Sequence[int], graph, reward_graph, reward: str
 def expected_at_budget(pool: dict, strategy: str, budget: int, reward: str, graph, reward_graph,
                        draws: int, seed: int) -> dict:
     """Mean over `draws` random size-`budget` subsets of the pool: pass (of the chosen answer), policy
-    and total FLOPs, the fraction with no answer. budget = pool size: the one full pool."""
+    and total FLOPs, the fraction with no answer. budget = pool size: the one full pool. The votes'
+    policy FLOPs include `pool["key_flops"]` (the model writing its own test inputs), when present."""
     cands, keys = as_candidates(pool)
     n = len(cands)
     if budget > n:
@@ -52,6 +53,7 @@ def expected_at_budget(pool: dict, strategy: str, budget: int, reward: str, grap
         passed.append(0.0 if j is None else float(pool["candidates"][idx[j]]["passed"]))
         none += j is None
         f_pol, f_rm = subset_cost(pool, idx, graph, reward_graph, needs)
+        f_pol += pool.get("key_flops", 0.0) if strategy in ("majority", "weighted") else 0.0
         pol.append(f_pol)
         tot.append(f_pol + f_rm)
     return {"pass": float(np.mean(passed)), "policy_flops": float(np.mean(pol)), "total_flops": float(np.mean(tot)),

@@ -9,6 +9,7 @@ over n tokens appended after `context` cached ones (a prefill, a decoded token, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ..errors import InputError
@@ -41,3 +42,14 @@ class ModelCompute:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def shared_prefix(graph: LMGraph, prefix: int, lengths: Sequence[int], calls: int = 0, wall_s: float = 0.0,
+                  generated: bool = True) -> ModelCompute:
+    """One prefill of `prefix` tokens, then one sequence of each length after it (generated, or scored
+    when generated=False); independent_flops: each sequence prefilling the prefix itself."""
+    flops = tokens_flops(graph, prefix, 0) + sum(tokens_flops(graph, n, prefix) for n in lengths)
+    alone = sum(tokens_flops(graph, prefix + n, 0) for n in lengths)
+    n = int(sum(lengths))
+    return ModelCompute(prefill_tokens=prefix, generated_tokens=n if generated else 0, scored_tokens=0 if generated else n,
+                        flops=flops, independent_flops=alone, calls=calls, wall_s=wall_s)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from .batch import BatchLM, Row, prefill, sample_rows, token_logprobs
-from .compute import ModelCompute, tokens_flops
+from .compute import ModelCompute, shared_prefix
 from .generation import check_context, encode_prompt
 from .sampling import SamplingCfg
 from .tasks import Task, cut
@@ -132,11 +132,8 @@ def sample_pool(pipe, task: Task, problem: dict, n: int, cfg: SolveConfig, rng: 
     lm.fork([0] * n)
     sampling = SamplingCfg() if greedy else SamplingCfg(True, cfg.temperature)
     rows = sample_rows(lm, [ids[-1]] * n, sampling, rng, cfg.max_new_tokens, stop_check(pipe, task.stop_strings))
-    p = len(ids) - 1
-    compute = ModelCompute(prefill_tokens=p, generated_tokens=sum(len(r.tokens) for r in rows),
-                           flops=tokens_flops(graph, p, 0) + sum(tokens_flops(graph, len(r.tokens), p) for r in rows),
-                           independent_flops=sum(tokens_flops(graph, p + len(r.tokens), 0) for r in rows),
-                           calls=lm.calls - calls0, wall_s=time.perf_counter() - t0)
+    compute = shared_prefix(graph, len(ids) - 1, [len(r.tokens) for r in rows], lm.calls - calls0,
+                            time.perf_counter() - t0)
     return [candidate(pipe, task, problem, r) for r in rows], rows, compute
 
 
@@ -164,11 +161,8 @@ def score_texts(reward_pipe, context: list[int], texts: Sequence[str], cfg: Solv
     for chunk in [*chunks, cur] if cur else chunks:
         for i, v in zip(chunk, _score_chunk(lm, context[-1], [seqs[i] for i in chunk])):
             out[i] = v
-    p, scored = len(context), sum(map(len, seqs))
-    compute = ModelCompute(prefill_tokens=p - 1, scored_tokens=scored,
-                           flops=tokens_flops(graph, p - 1, 0) + sum(tokens_flops(graph, len(q), p - 1) for q in seqs),
-                           independent_flops=sum(tokens_flops(graph, p + len(q), 0) for q in seqs),
-                           calls=lm.calls - calls0, wall_s=time.perf_counter() - t0)
+    compute = shared_prefix(graph, len(context) - 1, [len(q) for q in seqs], lm.calls - calls0,
+                            time.perf_counter() - t0, generated=False)
     return out, compute
 
 
