@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest import LMGraph
-from .graph import Graph
-from .kv import CPU_EXACT, NEG
+from .kv import NEG, empty_past, explicit_call, open_lm
 from .sampling import SamplingCfg, pick
 
 
@@ -31,10 +30,7 @@ class BatchLM:
     def __init__(self, root: Path, spec: LMGraph, backend: str, device: str = "CPU", threads: int | None = None,
                  cpu_config: dict | None = None):
         self.spec = spec
-        config = {**CPU_EXACT, **(cpu_config or {})} if device == "CPU" else None
-        self.graph = Graph(root / spec.files[backend], backend, device, threads, ov_config=config)
-        self.stateful = spec.kv_cache[backend] == "stateful"
-        self.vocab_ids = np.load(root / spec.vocab_file, allow_pickle=False) if spec.vocab_file else None
+        self.graph, self.stateful, self.vocab_ids = open_lm(root, spec, backend, device, threads, cpu_config)
         self.sliced = "logits_index" in self.graph.input_names
         self.calls = self.tokens_in = 0  # graph calls; slots appended over all rows (compute accounting)
         self.reset()
@@ -45,8 +41,7 @@ class BatchLM:
         if self.stateful:
             self.graph.reset_state()
         else:
-            shape = (1, self.spec.kv_heads, 0, self.spec.head_dim)
-            self.past = [np.zeros(shape, np.float32) for _ in range(2 * self.spec.num_layers)]
+            self.past = empty_past(self.spec)
 
     @property
     def rows(self) -> int:
@@ -95,11 +90,8 @@ class BatchLM:
             out = self.graph(**feed, beam_idx=self._beam)
             self._beam = np.arange(self.rows, dtype=np.int32)
             return out
-        for i in range(self.spec.num_layers):
-            feed[f"past_key.{i}"], feed[f"past_value.{i}"] = self.past[2 * i], self.past[2 * i + 1]
-        res = self.graph(**feed)
-        self.past = [res[f"present_{kind}.{i}"] for i in range(self.spec.num_layers) for kind in ("key", "value")]
-        return {k: v for k, v in res.items() if not k.startswith("present_")}
+        out, self.past = explicit_call(self.graph, self.spec, self.past, feed)
+        return out
 
     def full_ids(self, columns):
         return columns if self.vocab_ids is None else self.vocab_ids[columns]

@@ -43,16 +43,36 @@ def target_cpu_config(manifest) -> dict[str, str]:
     return dict(NO_DQ) if manifest.weight_format in ("int8", "int4") else {}
 
 
+def open_lm(root: Path, spec: LMGraph, backend: str, device: str, threads: int | None,
+            cpu_config: dict | None) -> tuple[Graph, bool, np.ndarray | None]:
+    """(compiled graph, whether it holds its cache as state, its vocabulary map or None)."""
+    config = {**CPU_EXACT, **(cpu_config or {})} if device == "CPU" else None
+    graph = Graph(root / spec.files[backend], backend, device, threads, ov_config=config)
+    vocab_ids = np.load(root / spec.vocab_file, allow_pickle=False) if spec.vocab_file else None
+    return graph, spec.kv_cache[backend] == "stateful", vocab_ids
+
+
+def empty_past(spec: LMGraph) -> list[np.ndarray]:
+    """An explicit (ONNX) cache of one row and no slots: key, value per layer [1, Hkv, 0, D]."""
+    return [np.zeros((1, spec.kv_heads, 0, spec.head_dim), np.float32) for _ in range(2 * spec.num_layers)]
+
+
+def explicit_call(graph: Graph, spec: LMGraph, past: list[np.ndarray], feed: dict) -> tuple[dict, list[np.ndarray]]:
+    """One call of an explicit-KV graph → (its non-KV outputs, the new cache)."""
+    for i in range(spec.num_layers):
+        feed[f"past_key.{i}"], feed[f"past_value.{i}"] = past[2 * i], past[2 * i + 1]
+    res = graph(**feed)
+    new = [res[f"present_{kind}.{i}"] for i in range(spec.num_layers) for kind in ("key", "value")]
+    return {k: v for k, v in res.items() if not k.startswith("present_")}, new
+
+
 class LMSession:
     def __init__(self, root: Path, spec: LMGraph, backend: str, device: str = "CPU",
                  threads: int | None = None, compact_after: int = 256, cpu_config: dict | None = None):
         """cpu_config: OpenVINO CPU settings on top of CPU_EXACT (the artifact's `target_cpu_config`)."""
         self.spec, self.backend = spec, backend
-        config = {**CPU_EXACT, **(cpu_config or {})} if device == "CPU" else None
-        self.graph = Graph(root / spec.files[backend], backend, device, threads, ov_config=config)
-        self.stateful = spec.kv_cache[backend] == "stateful"
+        self.graph, self.stateful, self.vocab_ids = open_lm(root, spec, backend, device, threads, cpu_config)
         self.compact_after = compact_after
-        self.vocab_ids = np.load(root / spec.vocab_file, allow_pickle=False) if spec.vocab_file else None
         self.sliced = "logits_index" in self.graph.input_names  # artifacts before it compute every row
         self.calls = 0
         self.reset()
@@ -63,8 +83,7 @@ class LMSession:
         if self.stateful:
             self.graph.reset_state()
         else:
-            shape = (1, self.spec.kv_heads, 0, self.spec.head_dim)
-            self.past = [np.zeros(shape, np.float32) for _ in range(2 * self.spec.num_layers)]
+            self.past = empty_past(self.spec)
 
     @property
     def length(self) -> int:
@@ -133,11 +152,8 @@ class LMSession:
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.stateful:
             return self.graph(**feed, beam_idx=np.zeros(1, np.int32))
-        for i in range(self.spec.num_layers):
-            feed[f"past_key.{i}"], feed[f"past_value.{i}"] = self.past[2 * i], self.past[2 * i + 1]
-        res = self.graph(**feed)
-        self.past = [res[f"present_{kind}.{i}"] for i in range(self.spec.num_layers) for kind in ("key", "value")]
-        return {k: v for k, v in res.items() if not k.startswith("present_")}
+        out, self.past = explicit_call(self.graph, self.spec, self.past, feed)
+        return out
 
     def _compact(self) -> None:
         keep = np.flatnonzero(self.valid)
