@@ -190,24 +190,37 @@ def _judged(task, problem: dict, c) -> dict:
 
 def stage_wall(args, pipes, task, problems) -> None:
     """Measured wall time per problem, configurations interleaved (order rotated per problem): the 1.5B
-    greedy; the 0.5B sampling at budgets 1, 2, 4; the 1.5B scoring those samples."""
-    from dynexport.runtime.strategies import SolveConfig, prompt_ids, sample_pool, score_texts
+    greedy; the 0.5B sampling at budgets 1, 2, 4 in one batch, and 4 samples as separate generate()
+    calls (what the shared prefix and the batch save); the 1.5B scoring the batched samples."""
+    from dynexport.runtime.strategies import SolveConfig, prompt_ids, score_texts
     cfg = SolveConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     out = CACHE / f"wall-{args.precision}-max{args.max_new_tokens}"
     subset = rebase_subset(argparse.Namespace(rebase_problems=args.wall_problems), len(problems))
+    configs = [("large greedy", LARGE, 1, True)] + [(f"small b={b}", SMALL, b, False) for b in (1, 2, 4)]
+    configs.append(("small b=4 separate", SMALL, 4, None))
     for n, i in enumerate(each(subset, lambda i: out / f"{i}.json", "wall")):
         p, rec = problems[i], {}
-        configs = [("large greedy", LARGE, 1, True)] + [(f"small b={b}", SMALL, b, False) for b in (1, 2, 4)]
-        for name, model, b, greedy in configs[n % 4:] + configs[: n % 4]:
+        for name, model, b, greedy in configs[n % len(configs):] + configs[: n % len(configs)]:
             t0 = time.perf_counter()
-            cands, _, _ = sample_pool(pipes[model], task, p, b, cfg, np.random.default_rng(i), greedy=greedy)
+            cands = _timed_run(pipes[model], task, p, b, greedy, cfg, i)
             rec[name] = time.perf_counter() - t0
-            if not greedy:
+            if greedy is False:
                 t0 = time.perf_counter()
                 score_texts(pipes[LARGE], prompt_ids(pipes[LARGE], task, p, cfg.max_new_tokens),
                             [c.text for c in cands], cfg)
                 rec[name + " scoring"] = time.perf_counter() - t0
         save(out / f"{i}.json", rec)
+
+
+def _timed_run(pipe, task, problem: dict, b: int, greedy: bool | None, cfg, seed: int):
+    """b samples in one batch (greedy True: one greedy completion), or (greedy None) b separate generate() calls."""
+    from dynexport.runtime.strategies import sample_pool
+    if greedy is None:
+        for j in range(b):
+            pipe.generate(task.prompt(problem), max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                          temperature=cfg.temperature, seed=seed * 100 + j, stop_strings=task.stop_strings)
+        return []
+    return sample_pool(pipe, task, problem, b, cfg, np.random.default_rng(seed), greedy=greedy)[0]
 
 
 def load_records(d: Path, n: int) -> dict[int, dict]:
@@ -273,6 +286,14 @@ def matched_setting(res: dict) -> dict:
             "cheapest_reaching": min(reaching, key=lambda o: o["policy_flops"]) if reaching else None}
 
 
+def reuse_saving(args) -> float | None:
+    """Measured: 4 samples as separate generate() calls / the same 4 in one batch with one prefill."""
+    recs = list(load_records(CACHE / f"wall-{args.precision}-max{args.max_new_tokens}", 164).values())
+    if not recs or "small b=4 separate" not in recs[0]:
+        return None
+    return sum(r["small b=4 separate"] for r in recs) / sum(r["small b=4"] for r in recs)
+
+
 def wall_ratio(args, setting: dict | None) -> float | None:
     """Measured: the 0.5B at this budget (+ the 1.5B's scoring when the reward needs it) / the 1.5B greedy."""
     recs = list(load_records(CACHE / f"wall-{args.precision}-max{args.max_new_tokens}", 164).values())
@@ -318,6 +339,7 @@ def summarize(args, res: dict) -> dict:
         "setting": chosen and f"{chosen['setting']} ×{chosen['budget']}",
         "flops_ratio": ratio("policy_flops"), "total_flops_ratio": ratio("total_flops"),
         "wall_ratio": wall_ratio(args, chosen),
+        "batched_prefix_reuse_wall_saving": reuse_saving(args),
         "large_greedy_pass": target["pass"], "small_greedy_pass": res[SMALL]["greedy"]["pass"],
         "setting_pass": chosen and chosen["pass"],
         "setting_vs_large_greedy": chosen and paired_bootstrap(chosen["per_problem"], target["per_problem"]),
