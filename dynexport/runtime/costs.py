@@ -30,9 +30,9 @@ def call_size_exact(target: LMSession, k_max: int = 8, contexts=(12, 40, 100)) -
     """Whether one call of m tokens gives bit-identical logits to m one-token calls (m = 2..k_max+1)
     after each context length: what greedy speculative == greedy target needs of the target graph."""
     for p in contexts:
-        prefix = [100 + (7 * i) % 900 for i in range(p)]
+        prefix = probe_prefix(p)
         for m in range(2, k_max + 2):
-            new = [11 + (13 * j) % 500 for j in range(m)]
+            new = probe_tokens(m)
             _fresh(target, prefix)
             many = target.forward(new)  # [m, V]
             target.commit(0)  # rejected: dropped again (EXACT_ROLLBACK)
@@ -48,9 +48,9 @@ def tree_call_exact(target: LMSession, parents=TREE_PARENTS, contexts=(12, 40, 1
     """Whether one tree call (each token sees the prefix and its ancestors only) gives every token
     bit-identical logits to one-token calls along its path: what greedy EAGLE trees == greedy target
     needs. Non-ancestors are masked inside the call, a pattern the chain check never sees."""
-    tokens = [11 + (13 * j) % 500 for j in range(len(parents))]
+    tokens = probe_tokens(len(parents))
     for p in contexts:
-        prefix = [100 + (7 * i) % 900 for i in range(p)]
+        prefix = probe_prefix(p)
         _fresh(target, prefix)
         tree = target.forward(tokens, parents=list(parents))  # [N, V]
         target.commit(0)
@@ -63,6 +63,16 @@ def tree_call_exact(target: LMSession, parents=TREE_PARENTS, contexts=(12, 40, 1
             if not np.array_equal(one, tree[i]):
                 return False
     return True
+
+
+def probe_prefix(n: int) -> list[int]:
+    """A fixed, varied context of n token ids for the exactness checks."""
+    return [100 + (7 * i) % 900 for i in range(n)]
+
+
+def probe_tokens(n: int) -> list[int]:
+    """n fixed token ids the exactness checks append after the context."""
+    return [11 + (13 * j) % 500 for j in range(n)]
 
 
 def _fresh(target: LMSession, prefix: list[int]) -> None:
