@@ -434,9 +434,12 @@ def solve(
     """Solve task problems with an inference strategy; prints each result and pass@1 on the hidden tests."""
     from rich.progress import track
 
-    from .runtime.strategies import SolveConfig
+    from .runtime.strategies import STRATEGIES, SolveConfig, check_budget
     from .runtime.strategies import solve as run_solve
     from .runtime.tasks import task_problems
+    if strategy not in STRATEGIES:
+        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    check_budget(budget)
     the_task, all_problems = task_problems(task)
     chosen = parse_problems(problems, len(all_problems))
     cfg = SolveConfig(reward=reward_kind or ("product" if reward else "task"))

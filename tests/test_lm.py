@@ -52,3 +52,12 @@ def test_cli_exports_and_generates(tiny_lm, tmp_path):
     assert "matmul parameters" in r.stdout and (out / "manifest.json").is_file()
     r = run_cli("generate", str(out), "the cat", "--max-new-tokens", "5")
     assert r.returncode == 0 and "5 tokens" in r.stdout, r.stdout + r.stderr
+
+
+def test_cli_solve_refuses_bad_input_in_one_line(tiny_plain_lm):
+    art = tiny_plain_lm["artifact"]
+    for args, msg in ((["--strategy", "mcts"], "--strategy must be one of"), (["--budget", "0"], "budget must be"),
+                      (["--problems", "500:"], "--problems"), (["--task", "gsm8k"], "task must be one of"),
+                      ([], "exceeds the context")):  # the tiny model's 128-token context vs a HumanEval prompt
+        r = run_cli("solve", str(art), "--problems", "0:1", *args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
