@@ -119,13 +119,13 @@ def stage_judge(args, models, problems) -> None:
                 save(path, rec)
 
 
-def stage_score(args, pipes, task, problems) -> None:
+def stage_score(args, models, pipes, task, problems) -> None:
     """lm reward = the 1.5B's exp(mean token log-prob) of each candidate; the 1.5B's own: its self-reward."""
     import math
 
     from dynexport.runtime.strategies import SolveConfig, prompt_ids, score_texts
     cfg, large = SolveConfig(max_new_tokens=args.max_new_tokens), pipes[LARGE]
-    for model in pipes:
+    for model in models:
         d = run_dir(args, model) / "pool"
         for i in tqdm(range(len(problems)), desc=f"score {model}"):
             path = d / f"{i}.json"
@@ -154,7 +154,7 @@ def rebase_subset(args, n_problems: int) -> list[int]:
     return [round(j * n_problems / k) for j in range(k)]
 
 
-def stage_rebase(args, pipes, problems) -> None:
+def stage_rebase(args, pipes, large, problems) -> None:
     """REBASE trees: node reward = the 1.5B's exp(mean log-prob) of the solution so far (for the 1.5B
     generator: its own), finished solutions aggregated by weighted voting (reward: lm)."""
     from dynexport.runtime.rebase import rebase
@@ -162,7 +162,7 @@ def stage_rebase(args, pipes, problems) -> None:
     from dynexport.runtime.tasks import HumanEvalTask
     subset = rebase_subset(args, len(problems))
     for model, pipe in pipes.items():
-        rm = pipes[LARGE] if model != LARGE else None
+        rm = large if model != LARGE else None
         written = load_records(run_dir(args, model) / "inputs", len(problems))  # the pool's voting keys use them too
         task = HumanEvalTask(extra_inputs={problems[i]["task_id"]: r["calls"] for i, r in written.items()})
         for tb in args.rebase_tb:
@@ -445,9 +445,9 @@ def main() -> None:
         elif stage == "judge":
             stage_judge(args, args.models, problems)
         elif stage == "score":
-            stage_score(args, gen, task, problems)
+            stage_score(args, args.models, pipes, task, problems)
         elif stage == "rebase":
-            stage_rebase(args, gen, problems)
+            stage_rebase(args, gen, pipes[LARGE], problems)
         elif stage == "wall":
             stage_wall(args, pipes, task, problems)
         elif stage == "report":
