@@ -392,7 +392,7 @@ def plot(res: dict, path: Path) -> None:
               "weighted/product": "tab:red", "best_of_n/product": "tab:purple"}
     for model, r in res.items():
         style = "-" if model == SMALL else "--"
-        for name, color in colors.items():
+        for name, color in colors.items() if r["curves"] else ():  # a model with no pool yet: its greedy point only
             c = r["curves"][name]
             ax.plot([c[b]["policy_flops"] for b in c], [100 * c[b]["pass"] for b in c], style, marker="o", ms=3,
                     color=color, label=f"{model.split('-')[-1]} {name}")

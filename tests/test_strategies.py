@@ -157,3 +157,11 @@ def test_bad_input(tiny_plain_lm, tmp_path):
     with pytest.raises(InputError, match="tokenizer differs"):
         solve(pipe, FirstWord(), PROBLEM, "weighted", 2, reward_pipe=load(art, "openvino"),
               config=SolveConfig(reward="lm"))
+
+
+def test_a_missing_task_reward_is_neutral():
+    c = [Candidate("a", (), "a", {"task": None}), Candidate("b", (), "b", {"task": None}),
+         Candidate("b2", (), "b", {"task": None})]
+    keys = [x.answer for x in c]
+    assert select("weighted", c, keys, "task") == select("majority", c, keys, "task") == 1
+    assert select("best_of_n", c, keys, "task") == 0

@@ -217,7 +217,11 @@ def select(strategy: str, cands: Sequence[Candidate], keys: Sequence | None, rew
 
 
 def _reward(c: Candidate, name: str) -> float:
+    """The named reward; a task reward the task has none of for this problem (HumanEval without docstring
+    examples) counts as 1.0 for every candidate, so weighted voting becomes majority voting there."""
     v = c.rewards.get(name)
+    if v is None and name == "task":
+        return 1.0
     if v is None:
         raise InputError(f"reward {name!r} is not available for these candidates "
                          "(lm and product need a reward model: pass reward_pipe)")
