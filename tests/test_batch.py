@@ -116,3 +116,17 @@ def test_bad_fork_and_append_are_refused(tiny_lm):
         lm.append(np.array([[1], [2]]))  # two rows for a one-row cache
     with pytest.raises(ValueError):
         sample_rows(lm, [1, 2], GREEDY, np.random.default_rng(0), 3, lambda r: False)
+
+
+def test_score_rows_gives_each_tokens_log_prob(tiny_lm):
+    from dynexport.runtime.batch import log_softmax, score_rows
+    art, prefix = tiny_lm["artifact"], [5, 17, 42]
+    lm = batch_lm(art, "openvino")
+    prefill(lm, prefix[:-1])
+    lm.fork([0, 0, 0])
+    seqs = [[7, 8, 9], [11], []]
+    got = score_rows(lm, [prefix[-1]] * 3, seqs)
+    for q, lp in zip(seqs[:2], got[:2]):
+        ref = log_softmax(one_row_logits(art, "openvino", prefix[:-1], [prefix[-1], *q[:-1]]))
+        assert np.abs(lp - ref[np.arange(len(q)), q]).max() < 1e-4
+    assert got[2].size == 0 and lm.lengths.tolist() == [2 + 3, 2 + 1, 2]  # the empty row only waited

@@ -107,6 +107,17 @@ def token_logprobs(logits: np.ndarray, tokens: Sequence[int]) -> np.ndarray:
     return np.array([log_softmax(logits[i])[t] for i, t in enumerate(tokens)], np.float64)
 
 
+def score_rows(lm: BatchLM, pending: Sequence[int], seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Row b's cache (all of its sequence but `pending[b]`) reads seqs[b] → each token's log-prob [len]
+    under the model; a row with an empty seq only waits (its cache is unchanged)."""
+    t = max(max(map(len, seqs)), 1)
+    ids = np.zeros((len(seqs), t), np.int64)  # [rows, T]: pending + seq[:-1], padded
+    for j, (x, q) in enumerate(zip(pending, seqs)):
+        ids[j, : len(q)] = [x, *q[:-1]][: len(q)]
+    logits = lm.append(ids, [len(q) for q in seqs])  # [rows, T, V']
+    return [token_logprobs(logits[j], q) for j, q in enumerate(seqs)]
+
+
 @dataclass
 class Row:
     """One sampled continuation: the cache row it started from, its tokens, each token's log-prob under the

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batch import BatchLM, Row, prefill, sample_rows, token_logprobs
+from .batch import BatchLM, Row, prefill, sample_rows, score_rows
 from .compute import ModelCompute, tokens_flops
 from .sampling import SamplingCfg
 from .strategies import (
@@ -110,13 +110,8 @@ def _step_end(pipe, delimiter: str):
 def _score_steps(rm: BatchLM, rows: list[Node], steps, children: list[Node]) -> None:
     """Feed each child's step to the reward model's cache (row j continues its parent) and record the
     log-prob of every step token."""
-    t = max(len(s.tokens) for s in steps)
-    ids = np.zeros((len(steps), t), np.int64)
-    for j, (p, s) in enumerate(zip(rows, steps)):
-        ids[j, : len(s.tokens)] = [p.pending, *s.tokens[:-1]]
-    logits = rm.append(ids, [len(s.tokens) for s in steps])  # [rows, T, V']
-    for j, s in enumerate(steps):
-        children[j].rm_logprobs += token_logprobs(logits[j], s.tokens).tolist()
+    for child, lp in zip(children, score_rows(rm, [p.pending for p in rows], [s.tokens for s in steps])):
+        child.rm_logprobs += lp.tolist()
 
 
 def _account(c: ModelCompute, graph, prompt: int, rows: list[Node], steps, generated: bool) -> None:

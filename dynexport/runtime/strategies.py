@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from .batch import BatchLM, Row, prefill, sample_rows, token_logprobs
+from .batch import BatchLM, Row, prefill, sample_rows, score_rows
 from .compute import ModelCompute, shared_prefix
 from .generation import check_context, encode_prompt
 from .sampling import SamplingCfg
@@ -168,13 +168,9 @@ def score_texts(reward_pipe, context: list[int], texts: Sequence[str], cfg: Solv
 
 def _score_chunk(lm: BatchLM, pending: int, seqs: list[list[int]]) -> list[float]:
     """Mean log-prob of each seq after the one-row cache + pending; the cache keeps its bare row."""
-    k, t = len(seqs), max(map(len, seqs))
+    k = len(seqs)
     lm.fork([0] * (k + 1))  # rows 0..k−1 score, row k stays the bare context
-    ids = np.zeros((k + 1, t), np.int64)
-    for j, q in enumerate(seqs):
-        ids[j, : len(q)] = [pending, *q[:-1]]
-    logits = lm.append(ids, [len(q) for q in seqs] + [0])  # [k+1, T, V']
-    means = [float(np.mean(token_logprobs(logits[j], q))) for j, q in enumerate(seqs)]
+    means = [float(np.mean(lp)) for lp in score_rows(lm, [pending] * (k + 1), [*seqs, []])[:k]]
     lm.fork([k])
     return means
 
