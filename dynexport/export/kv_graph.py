@@ -20,6 +20,7 @@ import torch
 
 from ..manifest import TensorSpec
 from .common import export_onnx
+from .quantize import compress_graph, compress_weights, precision_label
 
 AXES = {"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"},
         "attention_mask": {0: "batch", 2: "seq", 3: "total"}, "hidden": {0: "batch", 1: "seq"},
@@ -59,8 +60,9 @@ def export_shapes(module) -> tuple:
             tuple({0: dim("batch"), 2: dim("past")} for _ in kv_in))
 
 
-def write_openvino(module, xml: Path, fp16: bool) -> None:
-    """torch.export → OpenVINO model → stateful (KV in ReadValue/Assign, beam_idx gather) → IR."""
+def write_openvino(module, xml: Path, weight_format: str) -> None:
+    """torch.export → OpenVINO model → stateful (KV in ReadValue/Assign, beam_idx gather) → weights
+    compressed in memory (int8 / int4) → IR: the fp32 graph is never written."""
     import openvino as ov
     from optimum.exporters.openvino.stateful import fuse_cache_reorder, make_stateful
 
@@ -76,7 +78,8 @@ def write_openvino(module, xml: Path, fp16: bool) -> None:
     not_kv = [model.input(n) for n in x_in]
     fuse_cache_reorder(model, not_kv, kv_in, 0)
     make_stateful(model, not_kv, kv_in, kv_out, 0)
-    ov.save_model(model, str(xml), compress_to_fp16=fp16)
+    model = compress_weights(model, weight_format)
+    ov.save_model(model, str(xml), compress_to_fp16=weight_format == "fp16")
 
 
 def write_onnx(module, path: Path) -> None:
@@ -85,12 +88,15 @@ def write_onnx(module, path: Path) -> None:
 
 
 def write_kv_graphs(module, name: str, tmp: Path, weight_format: str, formats: tuple[str, ...]):
-    """Write `name`.xml (stateful) and/or `name`.onnx (explicit) → (backend → file, backend → KV kind)."""
-    files, kv = {}, {}
+    """Write `name`.xml (stateful) and/or `name`.onnx (explicit), weights compressed to `weight_format`
+    → (backend → file, backend → KV kind, backend → precision label)."""
+    files, kv, precision = {}, {}, {}
     if "openvino" in formats:
-        write_openvino(module, tmp / f"{name}.xml", fp16=weight_format == "fp16")
+        write_openvino(module, tmp / f"{name}.xml", weight_format)
         files["openvino"], kv["openvino"] = f"{name}.xml", "stateful"
+        precision["openvino"] = precision_label(weight_format, "none", "openvino")
     if "onnxruntime" in formats:
         write_onnx(module, tmp / f"{name}.onnx")
         files["onnxruntime"], kv["onnxruntime"] = f"{name}.onnx", "explicit"
-    return files, kv
+        precision["onnxruntime"] = compress_graph(tmp / f"{name}.onnx", "onnxruntime", weight_format, "none")
+    return files, kv, precision

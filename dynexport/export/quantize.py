@@ -1,7 +1,8 @@
 """NNCF compression of one saved graph, for either backend: weight-only INT8/INT4, or INT8 PTQ.
 
 `compress_graph(path, backend, weight_format, quant_mode, calibration)` rewrites the graph file in
-place (through a temp name) and returns the precision label recorded in the manifest.
+place (through a temp name) and returns the precision label recorded in the manifest;
+`compress_weights(model, weight_format)` compresses an OpenVINO model before it is first saved.
 Calibration items are dicts of input name → numpy array, produced by the caller from real data.
 """
 
@@ -45,6 +46,14 @@ def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict
         kwargs.update(group_size=64, ratio=1.0, advanced_parameters=AdvancedCompressionParameters(
             group_size_fallback_mode=GroupSizeFallbackMode.IGNORE))
     return nncf.compress_weights(model, mode=_weight_mode(weight_format), **kwargs)
+
+
+def compress_weights(model, weight_format: str):
+    """Weight-only compression of an in-memory OpenVINO model (int8 / int4; anything else is returned
+    as is): the export compresses before its first save, so a 1.5B graph never lands on disk in fp32."""
+    if weight_format not in ("int8", "int4"):
+        return model
+    return _compress(model, weight_format, "none", None, True)
 
 
 def compress_graph(path: Path, backend: str, weight_format: str, quant_mode: str,

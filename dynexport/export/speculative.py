@@ -26,7 +26,6 @@ from ..models.lm_sources import LMSource, draft_source, resolve_lm, target_sourc
 from ..recipe import FORMATS, SpeculativeRecipe
 from .common import library_versions
 from .kv_graph import tensor_specs, write_kv_graphs
-from .quantize import compress_graph
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
@@ -41,13 +40,12 @@ def draft_dir(ref: str) -> Path:
 
 def write_lm(src: LMSource, name: str, tmp: Path, weight_format: str, formats: tuple[str, ...]) -> LMGraph:
     module = src.module.sliced() if isinstance(src.module, KVLlama) else src.module
-    files, kv = write_kv_graphs(module, name, tmp, weight_format, formats)
+    files, kv, precision = write_kv_graphs(module, name, tmp, weight_format, formats)
     ins, outs = tensor_specs(module)
     vocab_file = None
     if src.vocab_ids is not None:
         vocab_file = f"{name}_vocab.npy"
         np.save(tmp / vocab_file, src.vocab_ids.numpy().astype(np.int64), allow_pickle=False)
-    precision = {b: compress_graph(tmp / f, b, weight_format, "none") for b, f in files.items()}
     c = module.cfg
     return LMGraph(name=name, files=files, inputs=ins, outputs=outs, kv_cache=kv,
                    num_layers=len(module.layers), source_layers=module.source_layers, kv_heads=c.kv_heads,
