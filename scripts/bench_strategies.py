@@ -16,6 +16,8 @@ usual stop sequences, T = 0.7. Stages, each resumable (one JSON per problem unde
 - rebase: REBASE trees at budgets 4 and 16, T_b 0.1 and 0.2, on a fixed subset of problems;
 - wall: measured wall time, side by side and interleaved per problem, of the 1.5B greedy and the 0.5B
   sampling at budgets 1, 2, 4 (+ the 1.5B scoring them) on a subset;
+- restore: write back the records of `<out>.records.json.gz` missing from the cache (the report
+  archives every record it read there);
 - report: best-of-N, majority and weighted voting subsample each pool at budgets 1..16 (random
   subsets, averaged), pass@1 vs policy / total FLOPs, paired bootstrap CIs, REBASE vs voting on its
   subset, the summary keys of the issue.
@@ -63,13 +65,13 @@ def save(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def stage_pool(args, pipes, task, problems, greedy: bool) -> None:
+def stage_pool(args, pipes, task, problems, ids, greedy: bool) -> None:
     from dynexport.runtime.strategies import SolveConfig, sample_pool
     cfg = SolveConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     kind = "greedy" if greedy else "pool"
     for model, pipe in pipes.items():
         out = run_dir(args, model) / kind
-        for i in each(range(len(problems)), lambda i, out=out: out / f"{i}.json", f"{kind} {model}"):
+        for i in each(ids, lambda i, out=out: out / f"{i}.json", f"{kind} {model}"):
             t0 = time.perf_counter()
             cands, rows, comp = sample_pool(pipe, task, problems[i], 1 if greedy else args.pool, cfg,
                                             np.random.default_rng(1000 + i), greedy=greedy)
@@ -80,18 +82,18 @@ def stage_pool(args, pipes, task, problems, greedy: bool) -> None:
                                 "tokens": len(r.tokens), "rewards": dict(c.rewards)} for c, r in zip(cands, rows)]})
 
 
-def stage_inputs(args, pipes, problems) -> None:
+def stage_inputs(args, pipes, problems, ids) -> None:
     """Test inputs each generator writes itself (CodeT): its voting keys run on them too."""
     from dynexport.runtime.codet import model_inputs
     for model, pipe in pipes.items():
         out = run_dir(args, model) / "inputs"
-        for i in each(range(len(problems)), lambda i, out=out: out / f"{i}.json", f"inputs {model}"):
+        for i in each(ids, lambda i, out=out: out / f"{i}.json", f"inputs {model}"):
             calls, comp = model_inputs(pipe, problems[i], args.input_samples, args.input_temperature,
                                        np.random.default_rng(3000 + i))
             save(out / f"{i}.json", {"calls": calls, "compute": comp.to_json()})
 
 
-def stage_judge(args, models, problems) -> None:
+def stage_judge(args, models, problems, ids) -> None:
     """Signature (docstring examples + the model's own inputs), example pass rate and hidden-test
     result of every candidate (sandboxed); re-judged when the inputs changed."""
     from dynexport.runtime.tasks import HumanEvalTask
@@ -99,7 +101,7 @@ def stage_judge(args, models, problems) -> None:
         written = load_records(run_dir(args, model) / "inputs", len(problems))
         for kind in ("pool", "greedy"):
             d = run_dir(args, model) / kind
-            for i in tqdm(range(len(problems)), desc=f"judge {kind} {model}"):
+            for i in tqdm(ids, desc=f"judge {kind} {model}"):
                 path = d / f"{i}.json"
                 rec = json.loads(path.read_text()) if path.is_file() else None
                 calls = written.get(i, {}).get("calls", [])
@@ -119,7 +121,7 @@ def stage_judge(args, models, problems) -> None:
                 save(path, rec)
 
 
-def stage_score(args, models, pipes, task, problems) -> None:
+def stage_score(args, models, pipes, task, problems, ids) -> None:
     """lm reward = the 1.5B's exp(mean token log-prob) of each candidate; the 1.5B's own: its self-reward."""
     import math
 
@@ -127,7 +129,7 @@ def stage_score(args, models, pipes, task, problems) -> None:
     cfg, large = SolveConfig(max_new_tokens=args.max_new_tokens), pipes[LARGE]
     for model in models:
         d = run_dir(args, model) / "pool"
-        for i in tqdm(range(len(problems)), desc=f"score {model}"):
+        for i in tqdm(ids, desc=f"score {model}"):
             path = d / f"{i}.json"
             rec = json.loads(path.read_text()) if path.is_file() else None
             if rec is None or all("lm" in c["rewards"] for c in rec["candidates"]):
@@ -221,6 +223,28 @@ def _timed_run(pipe, task, problem: dict, b: int, greedy: bool | None, cfg, seed
                           temperature=cfg.temperature, seed=seed * 100 + j, stop_strings=task.stop_strings)
         return []
     return sample_pool(pipe, task, problem, b, cfg, np.random.default_rng(seed), greedy=greedy)[0]
+
+
+def archive(args, out: Path) -> None:
+    """Every cached record of this run (the models' run dirs and the wall times), gzipped JSON keyed by
+    path under the cache: committed beside the JSON, so a machine that lost its cache can `restore`."""
+    import gzip
+    dirs = [run_dir(args, m) for m in args.models] + [CACHE / f"wall-{args.precision}-max{args.max_new_tokens}"]
+    recs = {str(f.relative_to(CACHE)): json.loads(f.read_text()) for d in dirs if d.is_dir()
+            for f in sorted(d.rglob("*.json"))}
+    out.write_bytes(gzip.compress(json.dumps(recs, sort_keys=True).encode(), mtime=0))
+
+
+def records_path(args) -> Path:
+    return args.out.with_suffix(".records.json.gz")
+
+
+def restore(path: Path) -> None:
+    """Write back the archived records missing from the cache (present ones are kept)."""
+    import gzip
+    for rel, rec in json.loads(gzip.decompress(path.read_bytes())).items():
+        if not (CACHE / rel).is_file():
+            save(CACHE / rel, rec)
 
 
 def load_records(d: Path, n: int) -> dict[int, dict]:
@@ -380,6 +404,7 @@ def report(args, problems) -> dict:
                "models": {m: {k: v for k, v in r.items() if k != "pools"} for m, r in res.items()}}
     write_json(args.out, payload)
     plot(res, args.out.with_suffix(".png"))
+    archive(args, records_path(args))
     return payload
 
 
@@ -422,6 +447,9 @@ def main() -> None:
     ap.add_argument("--input-temperature", type=float, default=0.8)
     ap.add_argument("--max-new-tokens", type=int, default=384)
     ap.add_argument("--rebase-problems", type=int, default=40)
+    ap.add_argument("--subset", action="store_true",
+                    help="pool, greedy, inputs, judge and score only REBASE's subset of problems (the report then "
+                         "covers that subset: give it its own --out)")
     ap.add_argument("--rebase-budgets", nargs="+", type=int, default=[4, 16])
     ap.add_argument("--rebase-tb", nargs="+", type=float, default=[0.1, 0.2])
     ap.add_argument("--wall-problems", type=int, default=16)
@@ -433,23 +461,26 @@ def main() -> None:
     check()
     task, problems = task_problems("humaneval")
     problems = problems[: args.problems]
+    ids = rebase_subset(args, len(problems)) if args.subset else list(range(len(problems)))
     needs_models = set(args.stages) & {"pool", "greedy", "inputs", "score", "rebase", "wall"}
     models = list(dict.fromkeys(args.models + ([LARGE] if set(args.stages) & {"score", "rebase", "wall"} else [])))
     pipes = {m: load(artifact(m, args.precision), "openvino") for m in models} if needs_models else {}
     gen = {m: pipes[m] for m in args.models if m in pipes}
     for stage in args.stages:
         if stage in ("pool", "greedy"):
-            stage_pool(args, gen, task, problems, greedy=stage == "greedy")
+            stage_pool(args, gen, task, problems, ids, greedy=stage == "greedy")
         elif stage == "inputs":
-            stage_inputs(args, gen, problems)
+            stage_inputs(args, gen, problems, ids)
         elif stage == "judge":
-            stage_judge(args, args.models, problems)
+            stage_judge(args, args.models, problems, ids)
         elif stage == "score":
-            stage_score(args, args.models, pipes, task, problems)
+            stage_score(args, args.models, pipes, task, problems, ids)
         elif stage == "rebase":
             stage_rebase(args, gen, pipes[LARGE], problems)
         elif stage == "wall":
             stage_wall(args, pipes, task, problems)
+        elif stage == "restore":
+            restore(records_path(args))
         elif stage == "report":
             s = report(args, problems)["summary"]
             print(json.dumps({k: v for k, v in s.items() if k not in ("ordering",)}, indent=1))
