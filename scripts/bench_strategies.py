@@ -286,14 +286,18 @@ def rebase_results(args, model: str, pools_keys: list[int]) -> dict:
             recs = {i: r for i, r in recs.items() if i in pools_keys}
             if not recs:
                 continue
-            per, flops = [], []
+            per, flops, total = [], [], []
             for _, r in sorted(recs.items()):
                 cands, keys = as_candidates(r)
                 j = select("rebase", cands, keys, "lm")
                 per.append(0.0 if j is None else float(r["candidates"][j]["passed"]))
                 flops.append(r["policy"]["flops"] + r.get("key_flops", 0.0))
+                total.append(flops[-1] + r["reward"]["flops"])  # + the 1.5B scoring every step
             out[f"b{b}-tb{tb}"] = {"budget": b, "tb": tb, "problems": sorted(recs), "pass": float(np.mean(per)),
-                                   "policy_flops": float(np.mean(flops)), "per_problem": per}
+                                   "policy_flops": float(np.mean(flops)), "total_flops": float(np.mean(total)),
+                                   "wall_s": float(np.mean([r["wall_s"] for r in recs.values()])),
+                                   "oracle": float(np.mean([any(c["passed"] for c in r["candidates"])
+                                                            for r in recs.values()])), "per_problem": per}
     return out
 
 
@@ -310,9 +314,13 @@ def matched_setting(res: dict) -> dict:
             "cheapest_reaching": min(reaching, key=lambda o: o["policy_flops"]) if reaching else None}
 
 
+def wall_records(args) -> list[dict]:
+    return list(load_records(CACHE / f"wall-{args.precision}-max{args.max_new_tokens}", 164).values())
+
+
 def reuse_saving(args) -> float | None:
     """Measured: 4 samples as separate generate() calls / the same 4 in one batch with one prefill."""
-    recs = list(load_records(CACHE / f"wall-{args.precision}-max{args.max_new_tokens}", 164).values())
+    recs = wall_records(args)
     if not recs or "small b=4 separate" not in recs[0]:
         return None
     return sum(r["small b=4 separate"] for r in recs) / sum(r["small b=4"] for r in recs)
@@ -320,13 +328,23 @@ def reuse_saving(args) -> float | None:
 
 def wall_ratio(args, setting: dict | None) -> float | None:
     """Measured: the 0.5B at this budget (+ the 1.5B's scoring when the reward needs it) / the 1.5B greedy."""
-    recs = list(load_records(CACHE / f"wall-{args.precision}-max{args.max_new_tokens}", 164).values())
+    recs = wall_records(args)
     if not recs or setting is None or f"small b={setting['budget']}" not in recs[0]:
         return None
     name = f"small b={setting['budget']}"
     scoring = setting["setting"].endswith(("/lm", "/product"))
     small = sum(r[name] + (r[name + " scoring"] if scoring else 0.0) for r in recs)
     return small / sum(r["large greedy"] for r in recs)
+
+
+def wall_ratios(args) -> dict:
+    """Measured, per budget of the wall stage: the 0.5B sampling b answers in one batch / the 1.5B greedy,
+    alone (task or self reward) and with the 1.5B scoring them (lm or product reward)."""
+    recs = wall_records(args)
+    large = sum(r["large greedy"] for r in recs)
+    return {b: {"sampling": sum(r[f"small b={b}"] for r in recs) / large,
+                "with_scoring": sum(r[f"small b={b}"] + r[f"small b={b} scoring"] for r in recs) / large}
+            for b in (1, 2, 4) if recs and f"small b={b}" in recs[0]}
 
 
 def orderings(res: dict, budgets) -> dict:
@@ -363,6 +381,7 @@ def summarize(args, res: dict) -> dict:
         "setting": chosen and f"{chosen['setting']} ×{chosen['budget']}",
         "flops_ratio": ratio("policy_flops"), "total_flops_ratio": ratio("total_flops"),
         "wall_ratio": wall_ratio(args, chosen),
+        "wall_ratio_by_budget": wall_ratios(args),
         "batched_prefix_reuse_wall_saving": reuse_saving(args),
         "large_greedy_pass": target["pass"], "small_greedy_pass": res[SMALL]["greedy"]["pass"],
         "setting_pass": chosen and chosen["pass"],
@@ -403,30 +422,48 @@ def report(args, problems) -> dict:
     payload = {"env": environment(ROOT), "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
                "models": {m: {k: v for k, v in r.items() if k != "pools"} for m, r in res.items()}}
     write_json(args.out, payload)
-    plot(res, args.out.with_suffix(".png"))
+    plot(res, args.out.with_suffix(".png"), wall_records(args))
     archive(args, records_path(args))
     return payload
 
 
-def plot(res: dict, path: Path) -> None:
+def plot(res: dict, path: Path, wall: list[dict]) -> None:
+    """Left: pass@1 vs policy FLOPs (pooled strategies, REBASE, greedy). Right: pass@1 vs measured wall
+    time per problem (the wall stage's problems), where it was measured."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, aw) = plt.subplots(1, 2, figsize=(13, 5))
     colors = {"majority": "tab:blue", "best_of_n/lm": "tab:orange", "weighted/lm": "tab:green",
-              "weighted/product": "tab:red", "best_of_n/product": "tab:purple"}
+              "weighted/product": "tab:red", "best_of_n/product": "tab:purple", "best_of_n/task": "tab:brown"}
     for model, r in res.items():
-        style = "-" if model == SMALL else "--"
+        style, short = ("-" if model == SMALL else "--"), model.split("-")[-1]
         for name, color in colors.items() if r["curves"] else ():  # a model with no pool yet: its greedy point only
             c = r["curves"][name]
             ax.plot([c[b]["policy_flops"] for b in c], [100 * c[b]["pass"] for b in c], style, marker="o", ms=3,
-                    color=color, label=f"{model.split('-')[-1]} {name}")
+                    color=color, label=f"{short} {name}")
+        for key, rb in r["rebase"].items():
+            ax.scatter([rb["policy_flops"]], [100 * rb["pass"]], marker="D", s=40, color="tab:cyan" if "0.1" in key
+                       else "tab:olive", zorder=5, label=f"{short} REBASE {key}")
         g = r["greedy"]
         ax.scatter([g["policy_flops"]], [100 * g["pass"]], marker="*", s=150, color="k" if model == LARGE else "gray",
-                   zorder=5, label=f"{model.split('-')[-1]} greedy")
+                   zorder=5, label=f"{short} greedy")
     ax.set(xscale="log", xlabel="policy FLOPs per problem", ylabel="pass@1 of the chosen answer (%)",
            title="HumanEval: strategies at budgets 1..16 (solid 0.5B, dashed 1.5B)")
-    ax.grid(alpha=0.3)
+    if wall and SMALL in res and LARGE in res and res[SMALL]["curves"]:
+        mean = lambda k: float(np.mean([w[k] for w in wall]))
+        aw.scatter([mean("large greedy")], [100 * res[LARGE]["greedy"]["pass"]], marker="*", s=150, color="k",
+                   label="1.5B greedy")
+        for name, scoring in (("best_of_n/task", False), ("best_of_n/product", True)):
+            bs = [b for b in (1, 2, 4) if f"small b={b}" in wall[0] and b in res[SMALL]["curves"][name]]
+            xs = [mean(f"small b={b}") + (mean(f"small b={b} scoring") if scoring else 0.0) for b in bs]
+            aw.plot(xs, [100 * res[SMALL]["curves"][name][b]["pass"] for b in bs], marker="o",
+                    color=colors[name], label=f"0.5B {name} (b = {bs})")
+        aw.set(xlabel=f"measured wall time per problem, s ({len(wall)} problems, 2 cores)",
+               ylabel="pass@1 (%)", title="the same settings against wall time")
+        aw.legend(fontsize=7)
+    for a in (ax, aw):
+        a.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
