@@ -328,13 +328,10 @@ def reuse_saving(args) -> float | None:
 
 def wall_ratio(args, setting: dict | None) -> float | None:
     """Measured: the 0.5B at this budget (+ the 1.5B's scoring when the reward needs it) / the 1.5B greedy."""
-    recs = wall_records(args)
-    if not recs or setting is None or f"small b={setting['budget']}" not in recs[0]:
+    measured = wall_ratios(args).get(setting["budget"]) if setting else None
+    if measured is None:
         return None
-    name = f"small b={setting['budget']}"
-    scoring = setting["setting"].endswith(("/lm", "/product"))
-    small = sum(r[name] + (r[name + " scoring"] if scoring else 0.0) for r in recs)
-    return small / sum(r["large greedy"] for r in recs)
+    return measured["with_scoring" if setting["setting"].endswith(("/lm", "/product")) else "sampling"]
 
 
 def wall_ratios(args) -> dict:
