@@ -440,8 +440,8 @@ def plot(res: dict, path: Path, wall: list[dict]) -> None:
             ax.plot([c[b]["policy_flops"] for b in c], [100 * c[b]["pass"] for b in c], style, marker="o", ms=3,
                     color=color, label=f"{short} {name}")
         for key, rb in r["rebase"].items():
-            ax.scatter([rb["policy_flops"]], [100 * rb["pass"]], marker="D", s=40, color="tab:cyan" if "0.1" in key
-                       else "tab:olive", zorder=5, label=f"{short} REBASE {key}")
+            ax.scatter([rb["policy_flops"]], [100 * rb["pass"]], marker="D" if model == SMALL else "s", s=40,
+                       color="tab:cyan" if "0.1" in key else "tab:olive", zorder=5, label=f"{short} REBASE {key}")
         g = r["greedy"]
         ax.scatter([g["policy_flops"]], [100 * g["pass"]], marker="*", s=150, color="k" if model == LARGE else "gray",
                    zorder=5, label=f"{short} greedy")
