@@ -270,6 +270,13 @@ def onnx_op_counts(path) -> dict[str, int]:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
+def cpu_int8_flags() -> str:
+    """The CPU's int8 dot-product instructions (for messages of tests whose int8 error depends on them)."""
+    flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("flags")), [])
+    return " ".join(f for f in flags if "vnni" in f or f.startswith("amx")) or "no VNNI / AMX"
+
+
 
 def hf_greedy(model_dir: Path, prompt: str, n: int) -> list[int]:
     """transformers' greedy continuation (n new token ids, no EOS stop) of a checkpoint dir."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from helpers import (
     COUNTS,
+    cpu_int8_flags,
     export_diffusion,
     make_tiny_diffusion,
     onnx_op_counts,
@@ -231,7 +232,9 @@ def test_int8_unet_ptq_and_weight_compression(tiny_diffusion, tmp_path):
             img = load(tmp_path / art, backend).generate(["red apple"], steps=3).images
             assert img.shape == (1, 16, 16, 3) and img.std() > 0
     # stated bounds on one UNet call vs fp32, as a share of the fp32 noise variance (measured on the tiny
-    # UNet: PTQ ≤ 1.9%, int8 weights 0.013%): PTQ 5%, int8 weights 0.1%
+    # UNet: PTQ ≤ 1.9%, int8 weights 0.013%): PTQ 5%, int8 weights 0.1%. One CI machine measured 10.4%
+    # for PTQ before the export turned on NNCF's overflow fix (7-bit weights, for CPUs whose int8 dot
+    # products saturate without VNNI); the failure message names the CPU's int8 instructions
     from dynexport.runtime.graph import Graph
     rng = np.random.default_rng(0)
     ctx = rng.standard_normal((4, 1, 64)).astype(np.float32)
@@ -243,7 +246,7 @@ def test_int8_unet_ptq_and_weight_compression(tiny_diffusion, tmp_path):
             ref = Graph(tiny_diffusion["artifact"] / f, backend)(**feed)["noise"]
             for art, bound in (("ptq", 0.05), ("w8", 0.001)):
                 err = float(((Graph(tmp_path / art / f, backend)(**feed)["noise"] - ref) ** 2).mean())
-                assert err <= bound * ref.var(), (art, backend, t, err / ref.var())
+                assert err <= bound * ref.var(), (art, backend, t, err / ref.var(), cpu_int8_flags())
 
 
 def test_predictor_must_fit_the_export_and_the_call(tiny_diffusion, tmp_path):

@@ -4,13 +4,15 @@ own greedy decoding, a shared-prefix pool answers and passes, REBASE runs on a r
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from dynexport import methods
 from dynexport.lm_data import humaneval
 from dynexport.runtime import load
-from dynexport.runtime.strategies import SolveConfig, sample_pool, solve
+from dynexport.runtime.strategies import SolveConfig, sample_pool, select, solve
 from dynexport.runtime.tasks import HumanEvalTask
 
 pytestmark = pytest.mark.slow
@@ -33,12 +35,23 @@ def test_batched_greedy_equals_greedy_decoding(small):
     assert n > 5 and rows[0].tokens == ref[:n]
 
 
-def test_pool_answers_and_the_votes_find_a_passing_program(small):
+def test_pool_holds_a_passing_program_and_the_votes_follow_their_rules(small):
+    """A shared-prefix pool of 8 on HumanEval/0: most samples yield a program, one of them passes the
+    hidden tests, majority voting picks from the largest behaviour cluster and best-of-N one with the top
+    task reward (the docstring examples). Which program wins depends on the CPU's arithmetic (sampling
+    diverges after one different rounding; one CI machine's vote went to a program that passes both
+    docstring examples and fails the hidden tests), so the pick itself is not graded."""
     task = HumanEvalTask()
     p = humaneval()[0]
     sol = solve(small, task, p, "majority", 8, seed=0, config=CFG)
-    assert sum(c.answer is not None for c in sol.candidates) >= 6
-    assert sol.answer is not None and task.grade(p, sol.answer)  # 0.5B greedy and most samples pass this one
+    cands = sol.candidates
+    assert sum(c.answer is not None for c in cands) >= 6
+    assert any(c.answer is not None and task.grade(p, c.answer) for c in cands)
+    keys = [task.key(p, c.answer) if c.answer is not None else None for c in cands]
+    votes = Counter(k for k, c in zip(keys, cands) if c.answer is not None)
+    assert sol.answer is not None and votes[task.key(p, sol.answer)] == max(votes.values())
+    best = select("best_of_n", cands, keys, "task")
+    assert cands[best].rewards["task"] == max(c.rewards["task"] for c in cands if c.answer is not None)
     s = sol.stats.policy
     assert s.flops < s.independent_flops and s.prefill_tokens > 100
 

@@ -36,8 +36,10 @@ def _compress(model, weight_format: str, quant_mode: str, calibration: list[dict
     if quant_mode == "int8":
         if not calibration:
             raise DynexportError("--quant-mode int8 needs calibration samples (calibration_samples > 0)")
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
         return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
-                             model_type=nncf.ModelType.TRANSFORMER if transformer else None)
+                             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+                             advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
     kwargs = {}
     if onnx_graph:  # NNCF writes Conv weight scales ORT rejects ("scale must be 1D"): compress MatMul/Gemm only
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=["Conv", "ConvTranspose"], validate=False)
