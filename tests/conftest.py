@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import pytest
 from helpers import (
+    CHAT_TEMPLATE,
+    export_diffusion,
     export_lm,
     export_tiny,
     make_dataset,
     make_draft_delta,
+    make_tiny_diffusion,
     make_tiny_eagle_head,
     make_tiny_llama,
     make_tiny_model,
@@ -80,3 +83,26 @@ def tiny_eagle(tiny_lm):
     art = root / "artifacts" / "eagle"
     export_lm("eagle", art, tiny_lm["target"], head)
     return {"target": tiny_lm["target"], "head": head, "artifact": art, "root": root}
+
+
+@pytest.fixture(scope="session")
+def arts(tiny, bert_artifact, tiny_lm, tmp_path_factory):
+    """Served models (tests/test_serve*.py), name → artifact dir: a classifier, a chat LM (CHAT_TEMPLATE),
+    the same LM without a template, a speculative LM, a StepSaver image model."""
+    import shutil
+
+    from dynexport import methods
+    from dynexport.recipe import LMRecipe
+    root = tmp_path_factory.mktemp("serve")
+    src = root / "chat-src"
+    shutil.copytree(tiny_lm["target"], src)
+    (src / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    out = {"clf": bert_artifact[0], "spec": tiny_lm["artifact"], "chat": root / "chat", "plain": root / "plain"}
+    methods.export("lm", LMRecipe(model=str(src), quantization={"weight_format": "fp32"}), out["chat"],
+                   formats=("openvino",))
+    methods.export("lm", LMRecipe(model=str(tiny_lm["target"]), quantization={"weight_format": "fp32"}),
+                   out["plain"], formats=("openvino",))
+    d = make_tiny_diffusion(root / "diffusion")
+    export_diffusion(root / "img", d["unet"], d["pred"], sampling={"scheduler": "ddim", "full_steps": 8})
+    out["img"] = root / "img"
+    return out

@@ -17,6 +17,10 @@ WORDS = {"pos": ["good", "great", "love", "happy", "nice"], "neg": ["bad", "awfu
 FILLER = ["the", "a", "is", "was", "my", "this", "day", "flight", "phone", "and", "it", "so"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
+# a chat template for tiny LMs (the served chat model): <role>content lines, then <assistant>
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
 
 def write_tokenizer(path: Path, pad_first: bool) -> dict[str, int]:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
