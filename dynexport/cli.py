@@ -496,6 +496,29 @@ def imagine(
                   f"(UNet {s.unet_s * 1e3:.0f} ms, predictor {s.predictor_s * 1e3:.1f} ms)")
 
 
+@app.command()
+def pack(
+    artifact: Annotated[Path, typer.Argument(help="artifact dir (verified before it is packed)")],
+    out: Annotated[Path, typer.Argument(help="archive to write (.tar.gz)")],
+):
+    """Pack an artifact into one .tar.gz: its manifest and exactly the files it lists."""
+    from .pack import pack as pack_artifact
+    names = pack_artifact(artifact, out)
+    console.print(f"wrote {out}: {len(names)} files, {out.stat().st_size / 2**20:.1f} MiB")
+
+
+@app.command()
+def unpack(
+    archive: Annotated[Path, typer.Argument(help="a .tar.gz written by `dynexport pack`")],
+    out: Annotated[Path, typer.Argument(help="artifact dir to create")],
+    overwrite: Overwrite = False,
+):
+    """Unpack an archive safely (no links, no paths leaving OUT) and verify every file's sha256."""
+    from .pack import unpack as unpack_artifact
+    unpack_artifact(archive, out, overwrite)
+    console.print(f"unpacked {archive} into {out} (every sha256 verified)")
+
+
 SERVE_EXTRA_HINT = "serving needs the [serve] extra: pip install 'dynexport[serve]'"
 
 

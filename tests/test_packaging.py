@@ -75,3 +75,53 @@ def test_installed_wheel_exports_the_headline_command(wheel, tmp_path):
     p = subprocess.run([str(venv / "bin" / "dynexport"), "classify", "art", "what a lovely flight"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=600, env=env)
     assert p.returncode == 0 and "exit@layer" in p.stdout, p.stderr
+
+
+RUN_EVERY_KIND = """
+import json, sys
+from dynexport.runtime import load
+kind, path = sys.argv[1], sys.argv[2]
+pipe = load(path)
+if kind == "classify":
+    out = pipe.run(["what a lovely flight"]).labels
+elif kind == "images":
+    out = pipe.generate(["red apple"], steps=2).images.shape
+else:
+    out = pipe.generate("hello", max_new_tokens=4, ignore_eos=True).stats.new_tokens
+hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM"))  # peak RSS of this process image
+print(json.dumps({"out": str(out), "rss_mib": int(hwm.split()[1]) / 1024,
+                  "torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_edge_install_is_torch_free_and_runs_every_artifact_kind(wheel, arts, tiny_eagle, tmp_path):
+    """The wheel without extras, installed from the package index into a fresh venv (pinned by
+    constraints.txt): no torch, transformers or nncf comes with it, and an artifact of every method
+    loads and runs there; prints the install size and each artifact's peak RSS."""
+    venv = tmp_path / "edge"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    p = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"), str(wheel)],
+                       capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    have = {ln.split("==")[0].lower() for ln in subprocess.run(
+        [str(py), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout.split()}
+    assert not have & {"torch", "transformers", "nncf", "optimum", "optimum-intel", "diffusers", "peft", "ray"}, have
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    size = sum(f.stat().st_size for f in site.rglob("*") if f.is_file()) / 2**20
+    kinds = {"classify": arts["clf"], "lm": arts["plain"], "speculative": arts["spec"], "eagle": tiny_eagle["artifact"],
+             "images": arts["img"]}
+    rows = {}
+    for kind, path in kinds.items():
+        r = subprocess.run([str(py), "-c", RUN_EVERY_KIND, "classify" if kind == "classify" else kind, str(path)],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert r.returncode == 0, (kind, r.stderr[-3000:])
+        rows[kind] = json.loads(r.stdout.strip().splitlines()[-1])
+        assert not rows[kind]["torch"] and not rows[kind]["transformers"], kind
+    assert rows["images"]["out"] == "(1, 16, 16, 3)" and rows["lm"]["out"] == "4"
+    print(f"edge install: {size:.0f} MiB site-packages; peak RSS (MiB): "
+          + ", ".join(f"{k} {v['rss_mib']:.0f}" for k, v in rows.items()))
+    p = subprocess.run([str(venv / "bin" / "dynexport"), "classify", str(arts["clf"]), "what a lovely flight"],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert p.returncode == 0 and "exit@layer" in p.stdout, p.stderr[-2000:]

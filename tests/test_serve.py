@@ -190,3 +190,19 @@ def test_any_body_gets_an_answer_or_a_4xx(client, path, model, fields):
     elif body.get("stream") is True:
         for e in sse_events(r.text):
             assert "choices" in e or "error" in e
+
+
+def test_cli_serve_refuses_bad_flags_before_starting_ray(arts, tmp_path):
+    """One line on stderr, exit 2, and no Ray started (each run returns in seconds); torch is blocked."""
+    from helpers import BLOCK_TORCH, run_cli
+    cases = [
+        ((tmp_path / "missing",), "manifest.json is missing"),
+        ((arts["clf"], "--replicas", "0"), "--replicas must be ≥ 1"),
+        ((arts["clf"], "--batch-wait-ms", "-1"), "--batch-wait-ms must be ≥ 0"),
+        ((arts["clf"], "--api-key-env", "DYNEXPORT_NO_SUCH_VAR"), "empty or not set"),
+        ((arts["clf"], arts["clf"]), "two artifacts are named"),
+    ]
+    for args, message in cases:
+        p = run_cli("serve", *args, code_prefix=BLOCK_TORCH, timeout=120)
+        assert p.returncode == 2 and message in p.stderr, (args, p.stderr[-500:])
+        assert "Traceback" not in p.stderr and "ray" not in p.stdout.lower()
