@@ -103,10 +103,11 @@ def guarded(fn: Callable[..., dict]) -> Callable[..., dict]:
 class Worker:
     """One loaded artifact. Methods are blocking; run them on the worker's own one-thread executor."""
 
-    def __init__(self, path: str | Path, backend: str = "openvino", threads: int | None = None):
+    def __init__(self, path: str | Path, backend: str = "openvino", threads: int | None = None,
+                 name: str | None = None):
         self.root = Path(path)
         self.pipe = load(self.root, backend, threads=threads)
-        self.info = model_info(self.root.name, self.root)
+        self.info = model_info(name or self.root.name, self.root)  # served as `name` (default: the dir's)
         self._template = chat_template(self.root, self.pipe.manifest.tokenizer) if self.info.kind == "lm" else None
 
     def classify(self, requests: list[list[str]]) -> list[dict]:
