@@ -206,3 +206,27 @@ def test_cli_serve_refuses_bad_flags_before_starting_ray(arts, tmp_path):
         p = run_cli("serve", *args, code_prefix=BLOCK_TORCH, timeout=120)
         assert p.returncode == 2 and message in p.stderr, (args, p.stderr[-500:])
         assert "Traceback" not in p.stderr and "ray" not in p.stdout.lower()
+
+
+def test_a_slow_call_is_a_504_and_a_saturated_backend_a_503():
+    """The request timeout and back-pressure as the app answers them (a stand-in backend: slow, or full)."""
+    import asyncio
+
+    from dynexport.serve.app import Unavailable
+    from dynexport.serve.worker import ModelInfo
+
+    class Slow:
+        info = ModelInfo("slow", "", "bert_exits", "classify", labels=("a",))
+
+        async def call(self, op, payload):
+            await asyncio.sleep(5)
+
+    class Full(Slow):
+        async def call(self, op, payload):
+            raise Unavailable("model 'slow' is saturated; retry later")
+
+    for backend, status, message in ((Slow(), 504, "no answer within 0.2 s"), (Full(), 503, "saturated")):
+        app = build_app({"slow": backend}, Limits(request_timeout_s=0.2))
+        with TestClient(app) as c:
+            r = post(c, "/v1/classify", {"model": "slow", "input": ["x"]})
+            assert r.status_code == status and message in r.json()["error"]["message"], r.text
