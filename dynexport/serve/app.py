@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from ..errors import DynexportError
 from .metrics import Metrics
 from .protocol import ChatRequest, ClassifyRequest, CompletionRequest, ImageRequest, Limits
 from .worker import ModelInfo, Worker, stream_events
@@ -75,7 +76,7 @@ def build_app(backends: dict[str, Backend], limits: Limits = Limits(), api_key: 
     app.state.metrics = metrics
 
     @app.middleware("http")
-    async def guard(request: Request, call_next):
+    async def guard(request: Request, call_next):  # every error of a route becomes its JSON answer here
         t0 = time.perf_counter()
         try:
             if api_key is not None and request.url.path.startswith("/v1/"):
@@ -92,18 +93,6 @@ def build_app(backends: dict[str, Backend], limits: Limits = Limits(), api_key: 
         metrics.observe(request.url.path, getattr(request.state, "model", ""), response.status_code,
                         time.perf_counter() - t0)
         return response
-
-    @app.exception_handler(HTTPError)
-    async def http_error(request: Request, e: HTTPError):
-        return error_body(e.status, str(e), e.kind)
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, e: Unavailable):
-        return error_body(503, str(e), "server_overloaded")
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, e: Exception):
-        return error_body(500, f"internal error: {type(e).__name__}: {e}".splitlines()[0], "server_error")
 
     async def parse(request: Request, model_cls: type[BaseModel], kind: str):
         body = await read_body(request, limits.max_body_bytes)
@@ -277,7 +266,6 @@ def validation_message(e: ValidationError) -> str:
 
 def checked(fn):
     """A request method's own checks (ValueError / DynexportError) as a 400."""
-    from ..errors import DynexportError
     try:
         return fn()
     except (ValueError, DynexportError) as e:

@@ -18,7 +18,7 @@ Number = Union[StrictInt, StrictFloat]
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for. Every default is defined here once (the CLI's flags read them)."""
+    """What one request may ask for, and the queue sizes of Ray Serve. Every default is defined here once."""
     max_body_bytes: int = 1 << 20  # a larger body → 413
     max_new_tokens: int = 1024  # max_tokens above this → 400
     max_texts: int = 256  # texts in one /v1/classify body
