@@ -42,9 +42,9 @@ class ModelInfo:
     max_steps: int = 0  # images
 
 
-def model_info(name: str, path: str | Path) -> ModelInfo:
-    """Read and verify the manifest (no graph is compiled)."""
-    m = read_manifest(Path(path))
+def model_info(name: str, path: str | Path, manifest=None) -> ModelInfo:
+    """From `manifest`, or the artifact's own, read and verified here (no graph is compiled)."""
+    m = read_manifest(Path(path)) if manifest is None else manifest
     kind = KINDS[m.method]
     extra = {}
     if kind == "lm":
@@ -107,8 +107,10 @@ class Worker:
                  name: str | None = None):
         self.root = Path(path)
         self.pipe = load(self.root, backend, threads=threads)
-        self.info = model_info(name or self.root.name, self.root)  # served as `name` (default: the dir's)
-        self._template = chat_template(self.root, self.pipe.manifest.tokenizer) if self.info.kind == "lm" else None
+        tok = self.pipe.manifest.tokenizer  # load() has verified it: not read and hashed again
+        self.info = model_info(name or self.root.name, self.root, self.pipe.manifest)  # served as `name`
+        self._template = chat_template(self.root, tok) if self.info.kind == "lm" else None
+        self._special = _special_tokens(self.root, tok) if self._template is not None else {}
 
     def classify(self, requests: list[list[str]]) -> list[dict]:
         """One answer per request, for many requests at once (the dynamic batch): one pipeline call."""
@@ -163,8 +165,7 @@ class Worker:
             return req["prompt"]
         if self._template is None:
             raise DynexportError(f"model {self.info.name!r} has no chat template: use /v1/completions")
-        special = _special_tokens(self.root, self.pipe.manifest.tokenizer)
-        return render_chat(self._template, req["messages"], special)
+        return render_chat(self._template, req["messages"], self._special)
 
 
 def _special_tokens(root: Path, tok) -> dict:
