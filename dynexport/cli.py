@@ -132,10 +132,22 @@ def early_exit(
     r = methods.get("early-exit").load_recipe(recipe, overrides)
     out = output or Path("exported_models") / f"bert-exits-{'-'.join(map(str, r.exits.layers))}"
     m = methods.export("early-exit", r, out, overwrite=overwrite, formats=_formats(formats))
-    c = m.policy.calibration
     console.print(f"[green]wrote[/green] {out}: {len(m.graphs)} segments, exits {m.exits}, "
-                  f"threshold {m.policy.threshold:.4f} (val: full {c.accuracy_full:.2f}% → "
-                  f"{c.chosen.accuracy:.2f}%, expected speed-up {c.chosen.expected_speedup:.2f}x)")
+                  f"{_exit_rule(m.policy)}")
+
+
+def _exit_rule(p) -> str:
+    """One line on an artifact's calibrated exit rule (manifests from before per-exit rules: the threshold)."""
+    c = p.calibration
+    kind = "learned" if p.kind == "learned" else "entropy_per_exit" if p.thresholds else "entropy"
+    fit = next((f for f in p.candidates if f.kind == kind), None)
+    if fit is None:
+        return (f"threshold {p.threshold:.4f} (val: full {c.accuracy_full:.2f}% → {c.chosen.accuracy:.2f}%, "
+                f"expected speed-up {c.chosen.expected_speedup:.2f}x)")
+    settings = {"entropy": f"threshold {p.threshold:.4f}", "entropy_per_exit": "one entropy threshold per exit",
+                "learned": "learned (BERxiT)"}[kind]
+    return (f"exit rule {kind}, {settings} (val, 5-fold cross-validated: full {c.accuracy_full:.2f}%, drop "
+            f"{fit.cv_accuracy_drop_pt:.2f} pt, expected speed-up {fit.cv_expected_speedup:.2f}x)")
 
 
 @export_app.command("lm")
@@ -259,14 +271,23 @@ def _load_for(command: str, artifact: Path, backend, device: str = "CPU"):
 
 
 class PolicyName(StrEnum):
-    calibrated = "calibrated"
+    calibrated = "calibrated"  # the artifact's default rule
+    calibrated_entropy = "calibrated-entropy"  # its other calibrated rules, by kind
+    calibrated_per_exit = "calibrated-per-exit"
+    calibrated_learned = "calibrated-learned"
     entropy = "entropy"
     patience = "patience"
     full = "full"
 
 
-def _policy(name: PolicyName, threshold: Optional[float], patience: int):
+CALIBRATED = {PolicyName.calibrated_entropy: "entropy", PolicyName.calibrated_per_exit: "entropy_per_exit",
+              PolicyName.calibrated_learned: "learned"}
+
+
+def _policy(name: PolicyName, threshold: Optional[float], patience: int, pipe):
     from .runtime import EntropyPolicy, FullDepth, PatiencePolicy
+    if name in CALIBRATED:
+        return pipe.calibrated(CALIBRATED[name])
     if name == PolicyName.entropy:
         if threshold is None:
             raise UsageError("--policy entropy needs --threshold")
@@ -289,7 +310,7 @@ def classify(
     """Classify texts with early exit; prints label, confidence and exit layer per text."""
     pipe = _load_for("classify", artifact, backend, device)
     overrides = {} if batch_size is None else {"batch_size": batch_size}
-    res = pipe.run(list(texts), ClassifyConfig(policy=_policy(policy, threshold, patience)), **overrides)
+    res = pipe.run(list(texts), ClassifyConfig(policy=_policy(policy, threshold, patience, pipe)), **overrides)
     for t, lab, p, layer in zip(texts, res.labels, res.probabilities, res.exit_layers):
         console.print(f"{lab:>10s}  p={p.max():.3f}  exit@layer {layer:>2d}  {t[:80]}", markup=False)
     console.print(f"[dim]{res.stats.total_s * 1e3:.1f} ms, segments entered: {res.stats.segment_samples}[/dim]")
@@ -321,7 +342,7 @@ def evaluate(
     console.print(table)
     full, ee = table_rows[0], table_rows[1]
     console.print(f"early exit: {ee.speedup:.2f}x faster than full depth, accuracy drop "
-                  f"{full.accuracy - ee.accuracy:.2f} pt (threshold {m.policy.threshold:.4f}, "
+                  f"{full.accuracy - ee.accuracy:.2f} pt ({_exit_rule(m.policy)}, "
                   f"n={full.segment_samples[0]}, {repeats} interleaved repeats)")
 
 

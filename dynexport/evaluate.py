@@ -49,12 +49,20 @@ class Row:
 def timed_runs(pipe: EarlyExitPipeline, texts: list[str], policies: dict[str, Policy], batch_size: int,
                repeats: int) -> dict[str, tuple[list[float], Result]]:
     """Run each policy `repeats` times, interleaved, rotating the order; one warm-up pass first."""
-    names = list(policies)
-    pipe.run(texts[: min(len(texts), 2 * batch_size)], FullDepth(), batch_size=batch_size)  # warm-up
+    return timed_pairs({n: (pipe, p) for n, p in policies.items()}, texts, batch_size, repeats)
+
+
+def timed_pairs(runs: dict[str, tuple[EarlyExitPipeline, Policy]], texts: list[str], batch_size: int,
+                repeats: int) -> dict[str, tuple[list[float], Result]]:
+    """Like `timed_runs`, for (pipeline, policy) pairs: several artifacts (fp32 / INT8) side by side."""
+    names = list(runs)
+    for pipe in {id(p): p for p, _ in runs.values()}.values():  # warm-up: first calls allocate
+        pipe.run(texts[: min(len(texts), 2 * batch_size)], FullDepth(), batch_size=batch_size)
     out: dict[str, tuple[list[float], Result]] = {n: ([], None) for n in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            res = pipe.run(texts, policies[name], batch_size=batch_size)
+            pipe, policy = runs[name]
+            res = pipe.run(texts, policy, batch_size=batch_size)
             out[name][0].append(res.stats.total_s)
             out[name] = (out[name][0], res)
     return out

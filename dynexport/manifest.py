@@ -59,10 +59,28 @@ class Calibration(_M):
     chosen: SweepPointM
 
 
+class Candidate(_M):
+    """One exit rule calibrated on validation (calibration.RuleFit): settings, results, frontier."""
+    kind: Literal["entropy", "entropy_per_exit", "learned"]
+    thresholds: list[float]  # one per exit (the global rule repeats its one number)
+    weights: list[list[float]] | None = None  # learned: per exit 5 coefficients + bias
+    accuracy_drop_pt: float  # in-sample on validation
+    expected_speedup: float
+    exit_fractions: list[float]
+    cv_accuracy_drop_pt: float  # 5-fold cross-validated on validation: what the choice is made on
+    cv_expected_speedup: float
+    curve: list[dict[str, float]] = []  # per error price λ: cross-validated and in-sample results
+
+
 class Policy(_M):
-    kind: Literal["entropy"] = "entropy"
+    """The calibrated default. `threshold` alone (kind entropy) is the rule of manifests written before
+    per-exit thresholds; `thresholds` (one per exit) and `weights` (learned) are the newer rules."""
+    kind: Literal["entropy", "learned"] = "entropy"
     threshold: float
+    thresholds: list[float] | None = None
+    weights: list[list[float]] | None = None
     calibration: Calibration | None = None
+    candidates: list[Candidate] = []  # every rule calibrated, the chosen one included
 
 
 class Tokenizer(_M):

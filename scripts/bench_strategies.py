@@ -347,7 +347,7 @@ def wall_ratios(args) -> dict:
 def orderings(res: dict, budgets) -> dict:
     """Paired bootstrap CIs, per model and budget: weighted − majority and majority − best-of-N (reward
     lm), and REBASE − weighted voting on REBASE's subset."""
-    from dynexport.bench.strategies import paired_bootstrap
+    from dynexport.bench.stats import paired_bootstrap
     out = {}
     for model, r in res.items():
         c = r["curves"]
@@ -366,7 +366,7 @@ def orderings(res: dict, budgets) -> dict:
 
 
 def summarize(args, res: dict) -> dict:
-    from dynexport.bench.strategies import paired_bootstrap
+    from dynexport.bench.stats import paired_bootstrap
     m, target = matched_setting(res), res[LARGE]["greedy"]
     best = m["best_within_flops"]
     chosen = best if best and best["pass"] >= target["pass"] else (m["cheapest_reaching"] or best)

@@ -12,17 +12,14 @@ for exits 4,8, every 2 layers and every layer. This is how the recipe's head set
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dynexport import assets, data
 from dynexport.calibration import choose, sweep
-from dynexport.models.encoder import ExitHead, MultiExit, load_trained, text_encoder
-from dynexport.recipe import load_recipe
-from dynexport.train.bert_exits import collect_logits
+from dynexport.models.encoder import ExitHead, MultiExit
+from dynexport.train.bert_exits import collect_logits, frozen_encoder
 
 VARIANTS = [(0.0, 8, 256), (0.5, 8, 256), (1.0, 8, 256), (0.5, 20, 256), (0.5, 8, 768)]  # distill, epochs, width
 
@@ -53,13 +50,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("--train-examples", type=int, default=4000)
     args = ap.parse_args()
-    recipe, info = load_recipe(), json.loads((args.checkpoint / "train_info.json").read_text())
-    d = recipe.dataset
-    splits = data.load_splits(assets.resolve_dataset(d.id), d.text_column, d.label_column, d.labels,
-                              d.val_size, d.test_size, d.seed)
-    model_dir = assets.resolve_model(recipe.model.id)
-    _, family, base, heads, _ = load_trained(model_dir, args.checkpoint)
-    enc, num_layers = text_encoder(model_dir, recipe.model.max_length), info["num_layers"]
+    fz = frozen_encoder(args.checkpoint)
+    splits, family, base, heads, enc, num_layers = fz.splits, fz.family, fz.base, fz.heads, fz.enc, fz.num_layers
     model = MultiExit(base, family, heads)
     train = splits.train[: args.train_examples]
     ftr, fva = collect_logits(model, train, enc, pooled=True), collect_logits(model, splits.val, enc, pooled=True)

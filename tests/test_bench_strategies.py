@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dynexport.bench.strategies import expected_at_budget, paired_bootstrap
+from dynexport.bench.stats import paired_bootstrap
+from dynexport.bench.strategies import expected_at_budget
 from dynexport.manifest import LMGraph
 from dynexport.runtime.compute import tokens_flops
 

@@ -13,13 +13,16 @@ def test_cli_export_classify_evaluate(tiny, tmp_path):
     out = tmp_path / "art"
     p = run("bert", out, "--recipe", recipe, "--exits", "1,3", "--formats", "openvino")
     assert p.returncode == 0, p.stderr
-    assert "wrote" in p.stdout and "threshold" in p.stdout
+    assert "wrote" in p.stdout and "exit rule" in p.stdout
     m = json.loads((out / "manifest.json").read_text())
     assert m["exits"] == [1, 3] and [g["layers"] for g in m["graphs"]] == [[0, 1], [1, 3], [3, 4]]
     assert set(m["graphs"][0]["files"]) == {"openvino"}
     p = run("classify", out, "good day", "awful flight", "--policy", "full")
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("exit@layer  4") == 2
+    for rule in ("calibrated-entropy", "calibrated-per-exit", "calibrated-learned"):
+        p = run("classify", out, "good day", "awful flight", "--policy", rule)
+        assert p.returncode == 0 and p.stdout.count("exit@layer") == 2, p.stderr
     p = run("evaluate", out, "--limit", "20", "--repeats", "1")
     assert p.returncode == 0, p.stderr
     assert "full depth" in p.stdout and "early exit" in p.stdout and "speed-up" in p.stdout

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from dynexport.manifest import read_manifest
+from dynexport.runtime import EntropyPolicy
+from dynexport.runtime.early_exit import policy_from_manifest
 
 LEGACY = Path(__file__).parent / "data" / "legacy_manifests"
 
@@ -22,5 +24,6 @@ def test_legacy_manifest_parses(name):
         d = m.defaults
         assert (d.num_draft_tokens, d.tree_depth, d.tree_topk, d.tree_max_tokens, d.tree_dynamic) == (2, 5, 8, 32, True)
         assert d.head_cost_ratio and m.verify_ms
-    if m.method == "bert_exits":
-        assert m.policy.threshold > 0 and m.exits
+    if m.method == "bert_exits":  # one global threshold, no per-exit rules: the rule it always had
+        assert m.policy.threshold > 0 and m.exits and not m.policy.candidates
+        assert policy_from_manifest(m.policy) == EntropyPolicy(m.policy.threshold)

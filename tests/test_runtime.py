@@ -1,16 +1,17 @@
 """Runtime vs torch: segment parity, full-depth predictions, exit rule, batch compaction, bad input."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dynexport.calibration import replay
+from dynexport.calibration import LAMBDAS, RULES, RuleFit, exit_scores, fit_exit_model, replay
 from dynexport.errors import InputError
 from dynexport.models.encoder import MultiExit, load_trained, segments_for
-from dynexport.runtime import EntropyPolicy, FullDepth, PatiencePolicy, load
+from dynexport.runtime import EntropyPolicy, FullDepth, LearnedExit, PatiencePolicy, load
 from dynexport.runtime.policies import entropy
 
 TEXTS = ["good day and my phone is great", "awful flight", "blue table monday", "the paper was so sad",
@@ -92,12 +93,51 @@ def test_patience_policy(bert_artifact):
     np.testing.assert_array_equal(res.exit_layers == pipe.exit_layers[1], agree)
 
 
-def test_default_policy_is_the_calibrated_threshold(bert_artifact):
+def test_default_policy_is_the_best_cross_validated_rule(bert_artifact):
     pipe = load(bert_artifact[0])
-    assert pipe.default_policy == EntropyPolicy(pipe.manifest.policy.threshold)
-    cal = pipe.manifest.policy.calibration
-    assert cal.chosen.accuracy_drop_pt <= cal.max_accuracy_drop_pt
+    p, cal = pipe.manifest.policy, pipe.manifest.policy.calibration
+    assert [c.kind for c in p.candidates] == list(RULES)
+    budget = cal.max_accuracy_drop_pt
+    ok = [c for c in p.candidates if c.cv_accuracy_drop_pt <= budget]
+    best = max(ok, key=lambda c: c.cv_expected_speedup)
+    assert pipe.default_policy == RuleFit(**best.model_dump()).policy()
+    assert p.threshold == p.candidates[0].thresholds[0] == cal.chosen.threshold  # the global rule, kept
     assert len(cal.segment_cost_ms) == 3 and all(c > 0 for c in cal.segment_cost_ms)
+    assert all(len(c.thresholds) == 2 and len(c.curve) == len(LAMBDAS) for c in p.candidates)
+
+
+def test_manifest_with_one_global_threshold_still_loads(bert_artifact, tmp_path):
+    """Artifacts written before per-exit rules: policy {kind: entropy, threshold, calibration} only."""
+    art = tmp_path / "old"
+    shutil.copytree(bert_artifact[0], art)
+    m = json.loads((art / "manifest.json").read_text())
+    m["policy"] = {k: m["policy"][k] for k in ("kind", "threshold", "calibration")}
+    m["policy"]["kind"] = "entropy"
+    (art / "manifest.json").write_text(json.dumps(m))
+    pipe = load(art)
+    assert pipe.default_policy == EntropyPolicy(m["policy"]["threshold"])
+    assert len(pipe.run(TEXTS).labels) == len(TEXTS)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_per_exit_and_learned_rules_run_as_calibration_replays_them(bert_artifact, backend):
+    pipe = load(bert_artifact[0], backend)
+    every = pipe.run(TEXTS, FullDepth(), collect_all=True).all_logits
+    ents = [entropy(e) for e in every[:-1]]
+    per_exit = EntropyPolicy((float(np.median(ents[0])), float(np.max(ents[1])) + 1))  # exit 2 takes the rest
+    res = pipe.run(TEXTS, per_exit, batch_size=3)
+    np.testing.assert_array_equal(res.exit_layers == pipe.exit_layers[0], ents[0] < per_exit.threshold[0])
+    assert (res.exit_layers <= pipe.exit_layers[1]).all()
+    weights = tuple(tuple(float(x) for x in w) for w in fit_exit_model(every))
+    scores = exit_scores("learned", every, weights)  # [exits, n]
+    learned = LearnedExit(weights, (float(np.median(scores[0])), float(np.median(scores[1]))))
+    for policy in (per_exit, learned):
+        live = pipe.run(TEXTS, policy, batch_size=4)
+        pred, seg = replay(policy, every)
+        np.testing.assert_array_equal(pred, live.label_ids)
+        np.testing.assert_array_equal(np.array(pipe.exit_layers)[seg], live.exit_layers)
+    with pytest.raises(InputError, match="settings for 3 exits; this artifact has 2"):
+        pipe.run(TEXTS, EntropyPolicy((0.1, 0.2, 0.3)))
 
 
 @pytest.mark.parametrize("bad,match", [([], "empty"), ([""], "empty"), (["  "], "whitespace"),
@@ -119,6 +159,16 @@ def test_bad_policy_backend_device(bert_artifact):
         EntropyPolicy(-1)
     with pytest.raises(InputError, match="patience"):
         PatiencePolicy(0)
+    with pytest.raises(InputError, match="threshold"):
+        EntropyPolicy(())
+    with pytest.raises(InputError, match="threshold"):
+        EntropyPolicy((0.1, float("nan")))
+    with pytest.raises(InputError, match="weights"):
+        LearnedExit(((1.0, 2.0),), 0.5)
+    with pytest.raises(InputError, match="weight rows"):
+        LearnedExit(((0.0,) * 6,), (0.5, 0.5))
+    with pytest.raises(InputError, match="threshold"):
+        LearnedExit(((0.0,) * 6,), 1.5)
     with pytest.raises(InputError, match="backend"):
         load(bert_artifact[0], "tensorrt")
     with pytest.raises(InputError, match="device"):

@@ -6,7 +6,7 @@ signature, JSON-able), `answered`, `passed` (hidden tests: grading only), reward
 prompt length. `expected_at_budget` draws `draws` random subsets of size b (seeded), applies a
 strategy's `select` to each and averages whether the chosen answer passes and what the subset cost:
 policy FLOPs (one prefill + the subset's tokens) and total FLOPs (+ the reward model's scoring).
-`paired_bootstrap` gives the CI of a difference in mean pass rate over the same problems.
+(`stats.paired_bootstrap` gives the CI of a difference in mean pass rate over the same problems.)
 """
 
 from __future__ import annotations
@@ -58,14 +58,3 @@ def expected_at_budget(pool: dict, strategy: str, budget: int, reward: str, grap
         tot.append(f_pol + f_rm)
     return {"pass": float(np.mean(passed)), "policy_flops": float(np.mean(pol)), "total_flops": float(np.mean(tot)),
             "no_answer": none / len(subsets)}
-
-
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], reps: int = 4000, seed: int = 0) -> dict:
-    """Mean of a − b over the same problems (points) with a 95% percentile CI by resampling problems;
-    `separated`: the CI excludes 0."""
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (reps, len(d)))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"diff_pt": 100 * float(d.mean()), "ci95_pt": [100 * float(lo), 100 * float(hi)],
-            "separated": bool(lo > 0 or hi < 0)}

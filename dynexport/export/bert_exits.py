@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ from tqdm.auto import tqdm
 
 from .. import assets, data
 from ..atomic import atomic_output_dir
-from ..calibration import choose, sweep
+from ..calibration import RULES, SweepPoint, best_rule, evaluate, fit_rule, sweep
 from ..errors import AssetError
 from ..manifest import (
     Calibration,
+    Candidate,
     EarlyExitManifest,
     Graph,
     Policy,
@@ -93,7 +95,8 @@ def calibration_inputs(pipe, texts: list[str]) -> list[list[dict]]:
 
 
 def calibrate(root: Path, recipe: EarlyExitRecipe, splits: data.Splits, backend: str) -> Policy:
-    """Sweep the entropy threshold on the validation split with the exported graphs."""
+    """Fit every exit rule (one entropy threshold, one per exit, the learned rule) on the validation
+    split with the exported graphs; the default is the one with the best cross-validated speed-up."""
     cfg = recipe.calibration
     pipe = load(root, backend)
     val_texts = [e.text for e in splits.val]
@@ -101,14 +104,18 @@ def calibrate(root: Path, recipe: EarlyExitRecipe, splits: data.Splits, backend:
     pipe.run(val_texts[:8], batch_size=1, collect_all=True)  # warm-up: first calls allocate
     timing = pipe.run(val_texts[: cfg.timing_samples], batch_size=1, collect_all=True).stats
     costs = [1e3 * s / c for s, c in zip(timing.segment_s, timing.segment_calls)]  # mean ms, batch 1
-    labels = np.array([e.label for e in splits.val])
+    labels, budget = np.array([e.label for e in splits.val]), cfg.max_accuracy_drop_pt
     full, points = sweep(res.all_logits, labels, costs)
-    chosen = choose(points, cfg.max_accuracy_drop_pt)
+    fits = [fit_rule(k, res.all_logits, labels, costs, budget) for k in tqdm(RULES, desc="exit rules")]
+    best, glob = best_rule(fits, budget), fits[0]
+    acc, speed, frac = evaluate(glob.policy(), res.all_logits, labels, costs)
+    chosen = SweepPoint(glob.thresholds[0], round(acc, 3), round(full - acc, 3), round(speed, 4), frac)
     cal = Calibration(split="val", samples=len(labels), backend=backend, accuracy_full=round(full, 3),
-                      max_accuracy_drop_pt=cfg.max_accuracy_drop_pt,
-                      segment_cost_ms=[round(c, 4) for c in costs],
+                      max_accuracy_drop_pt=budget, segment_cost_ms=[round(c, 4) for c in costs],
                       curve=[p.to_json() for p in points], chosen=chosen.to_json())
-    return Policy(threshold=chosen.threshold, calibration=cal)
+    return Policy(kind="learned" if best.kind == "learned" else "entropy", threshold=glob.thresholds[0],
+                  thresholds=None if best.kind == "entropy" else best.thresholds, weights=best.weights,
+                  calibration=cal, candidates=[Candidate(**asdict(f)) for f in fits])
 
 
 def export(recipe: EarlyExitRecipe, out_dir: Path, checkpoint: Path, *, overwrite: bool = False,

@@ -27,6 +27,7 @@ from .policies import (
     FixedDraft,
     FixedSteps,
     FullDepth,
+    LearnedExit,
     PatiencePolicy,
     PredictedSteps,
     TreeCfg,
@@ -39,9 +40,9 @@ PIPELINES = {"bert_exits": EarlyExitPipeline, "lm": LMPipeline, "speculative": S
 Pipeline = EarlyExitPipeline | LMPipeline | SpeculativePipeline | EaglePipeline | StepSaverPipeline
 
 __all__ = ["load", "PIPELINES", "EarlyExitPipeline", "ClassifyConfig", "Result", "Stats", "EntropyPolicy",
-           "PatiencePolicy", "FullDepth", "LMPipeline", "SpeculativePipeline", "EaglePipeline", "GenerationConfig",
-           "GenResult", "GenStats", "FixedDraft", "AdaptiveDraft", "TreeCfg", "StepSaverPipeline", "ImageConfig",
-           "ImageResult", "ImageStats", "FixedSteps", "PredictedSteps"]
+           "LearnedExit", "PatiencePolicy", "FullDepth", "LMPipeline", "SpeculativePipeline", "EaglePipeline",
+           "GenerationConfig", "GenResult", "GenStats", "FixedDraft", "AdaptiveDraft", "TreeCfg", "StepSaverPipeline",
+           "ImageConfig", "ImageResult", "ImageStats", "FixedSteps", "PredictedSteps"]
 
 
 def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU",

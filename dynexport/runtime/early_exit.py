@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..manifest import EarlyExitManifest
 from .config import resolve
 from .graph import Graph
-from .policies import EntropyPolicy, FullDepth, PatiencePolicy, Policy, new_carry, softmax
+from .policies import EXIT_POLICIES, EntropyPolicy, FullDepth, LearnedExit, Policy, new_carry, softmax
 from .text import TextEncoder
 
 
@@ -46,8 +46,9 @@ class ClassifyConfig:
     sort_by_length: bool = True  # group texts of similar token length into a batch (less padding)
 
     def __post_init__(self):
-        if self.policy is not None and not isinstance(self.policy, (EntropyPolicy, PatiencePolicy, FullDepth)):
-            raise InputError(f"policy must be EntropyPolicy, PatiencePolicy or FullDepth, got {self.policy!r}")
+        if self.policy is not None and not isinstance(self.policy, EXIT_POLICIES):
+            raise InputError("policy must be EntropyPolicy, LearnedExit, PatiencePolicy or FullDepth, "
+                             f"got {self.policy!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"batch_size must be an int ≥ 1, got {self.batch_size!r}")
         if not isinstance(self.sort_by_length, bool):
@@ -77,16 +78,27 @@ class EarlyExitPipeline:
 
     @property
     def default_policy(self) -> Policy:
+        return policy_from_manifest(self.manifest.policy)
+
+    def calibrated(self, kind: str) -> Policy:
+        """One of the artifact's calibrated exit rules by kind: entropy, entropy_per_exit, learned."""
         p = self.manifest.policy
-        return EntropyPolicy(p.threshold) if p else FullDepth()
+        found = {c.kind: c for c in (p.candidates if p else [])}
+        if kind not in found:
+            raise InputError(f"this artifact has no calibrated {kind!r} rule (it has: "
+                             f"{', '.join(found) or 'none; re-export it for per-exit rules'})")
+        return rule_policy(kind, found[kind].thresholds, found[kind].weights)
 
     def run(self, texts: list[str], config: ClassifyConfig | Policy | None = None, *, collect_all: bool = False,
             progress: bool = False, **overrides) -> Result:
         """Classify `texts`; results come back in input order. `config` (or an exit policy object, as
         `ClassifyConfig(policy=...)`) and keyword overrides are ClassifyConfig fields. `collect_all` runs
         every segment for every sample and returns each exit's logits (used by calibration)."""
-        cfg = resolve(ClassifyConfig, config, overrides, "policy", (EntropyPolicy, PatiencePolicy, FullDepth))
+        cfg = resolve(ClassifyConfig, config, overrides, "policy", EXIT_POLICIES)
         policy = self.default_policy if cfg.policy is None else cfg.policy
+        if policy.exits is not None and policy.exits != len(self.graphs) - 1:
+            raise InputError(f"the policy has settings for {policy.exits} exits; this artifact has "
+                             f"{len(self.graphs) - 1} (exits {self.exit_layers[:-1]})")
         batch_size, sort_by_length = cfg.batch_size, cfg.sort_by_length
         t0 = time.perf_counter()
         batch = self.encoder(texts)  # validates texts; [n, seq] int64 arrays
@@ -124,9 +136,10 @@ class EarlyExitPipeline:
             hidden, logits = out["hidden_states_out"], out["logits"]  # [b, seq, hidden], [b, classes]
             if acc.all_logits is not None:
                 acc.all_logits[i][idx] = logits
-            leave, carry = policy.decide(logits, carry)
-            if i == last:
+            if i == last:  # the final head decides for everyone left
                 leave = np.ones(len(idx), dtype=bool)
+            else:
+                leave, carry = policy.decide(logits, carry, i)
             acc.logits[idx[leave]] = logits[leave]
             acc.exit_seg[idx[leave]] = i
             stats.exit_counts[i] += int(leave.sum())
@@ -136,6 +149,23 @@ class EarlyExitPipeline:
             idx, hidden, mask, carry = idx[keep], hidden[keep], mask[keep], carry[keep]
             seq = int(mask.sum(1).max())  # trailing padding no remaining sample needs
             x, mask = np.ascontiguousarray(hidden[:, :seq]), np.ascontiguousarray(mask[:, :seq])
+
+
+def rule_policy(kind: str, thresholds: list[float], weights: list[list[float]] | None = None) -> Policy:
+    """A calibrated exit rule (manifest `policy.candidates`) as a policy object."""
+    if kind == "learned":
+        return LearnedExit(tuple(map(tuple, weights)), tuple(thresholds))
+    return EntropyPolicy(thresholds[0] if kind == "entropy" else tuple(thresholds))
+
+
+def policy_from_manifest(p) -> Policy:
+    """The artifact's calibrated policy: per-exit or global entropy thresholds, or a learned exit
+    policy. Manifests from before per-exit thresholds have one global threshold and load as before."""
+    if p is None:
+        return FullDepth()
+    if p.kind == "learned":
+        return rule_policy("learned", p.thresholds, p.weights)
+    return EntropyPolicy(tuple(p.thresholds) if p.thresholds else p.threshold)
 
 
 @dataclass

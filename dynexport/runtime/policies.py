@@ -1,7 +1,7 @@
 """Policies: the frozen objects that say how a pipeline spends its compute, with their numpy rules.
 
-- exit policies (early exit): `decide(logits, carry) -> (exit_mask, carry)`; `carry` is a per-sample
-  int array [batch, 2] (previous prediction, streak) that the pipeline compacts with the batch;
+- exit policies (early exit): `decide(logits, carry, exit_index) -> (exit_mask, carry)`; `carry` is a
+  per-sample int array [batch, 2] (previous prediction, streak) that the pipeline compacts with the batch;
 - draft policies (speculative, EAGLE): `FixedDraft(k)`, `AdaptiveDraft(...)`, `TreeCfg(...)`;
 - step policies (StepSaver): `PredictedSteps(margin)`, `FixedSteps(n)`.
 """
@@ -32,18 +32,80 @@ def new_carry(batch: int) -> np.ndarray:
     return np.stack([np.full(batch, -1), np.zeros(batch, dtype=np.int64)], 1)  # [batch, 2]
 
 
+def _thresholds(name: str, value, lo: float, hi: float) -> None:
+    vals = value if isinstance(value, tuple) else (value,)
+    if not vals or not all(isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
+                           and np.isfinite(v) and lo <= v <= hi for v in vals):
+        raise InputError(f"{name} threshold must be a finite number in [{lo}, {hi}] or a non-empty tuple of "
+                         f"them (one per exit), got {value!r}")
+
+
+def _at(value, exit_index: int) -> float:
+    return value[exit_index] if isinstance(value, tuple) else value
+
+
 @dataclass(frozen=True)
 class EntropyPolicy:
-    """DeeBERT: leave at the first exit whose prediction entropy is below `threshold`."""
+    """DeeBERT: leave at the first exit whose prediction entropy is below its threshold: one number for
+    every exit, or a tuple with one per exit (the last segment always decides)."""
 
-    threshold: float
+    threshold: float | tuple[float, ...]
 
     def __post_init__(self):
-        if not np.isfinite(self.threshold) or self.threshold < 0:
-            raise InputError(f"EntropyPolicy threshold must be a finite number ≥ 0, got {self.threshold}")
+        _thresholds("EntropyPolicy", self.threshold, 0.0, np.inf)
 
-    def decide(self, logits: np.ndarray, carry: np.ndarray):
-        return entropy(logits) < self.threshold, carry
+    @property
+    def exits(self) -> int | None:
+        """Exits the thresholds are for (None: any number)."""
+        return len(self.threshold) if isinstance(self.threshold, tuple) else None
+
+    def decide(self, logits: np.ndarray, carry: np.ndarray, exit_index: int):
+        return entropy(logits) < _at(self.threshold, exit_index), carry
+
+
+def exit_features(logits: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """What a learned exit policy sees at one exit: [batch, classes] logits + carry → [batch, 5]
+    (max probability, entropy, top-1 − top-2 probability, agrees with the previous exit, its streak)."""
+    p = np.sort(softmax(logits.astype(np.float64)), -1)
+    agree = (logits.argmax(-1) == carry[:, 0]).astype(np.float64)
+    streak = np.where(agree > 0, carry[:, 1] + 1, 0).astype(np.float64)
+    return np.stack([p[:, -1], entropy(logits), p[:, -1] - p[:, -2], agree, streak], 1)
+
+
+def track(logits: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """Carry after one exit: (this exit's prediction, how many exits in a row agreed with it)."""
+    pred = logits.argmax(-1)
+    return np.stack([pred, np.where(pred == carry[:, 0], carry[:, 1] + 1, 0)], 1)
+
+
+@dataclass(frozen=True)
+class LearnedExit:
+    """BERxiT's "learning to exit": per exit, a logistic regression on `exit_features` estimates the
+    probability that this exit's answer is the final head's; a sample leaves once it is above the
+    exit's threshold (1.0: never). `weights[i]` has 5 coefficients + a bias (fitted on validation, in the manifest)."""
+
+    weights: tuple[tuple[float, ...], ...]
+    threshold: float | tuple[float, ...]
+
+    def __post_init__(self):
+        w = self.weights
+        if not isinstance(w, tuple) or not w or not all(
+                isinstance(r, tuple) and len(r) == 6 and all(
+                isinstance(x, (int, float, np.floating)) and not isinstance(x, bool) and np.isfinite(x) for x in r)
+            for r in w):
+            raise InputError("LearnedExit weights must be a non-empty tuple of 6 finite numbers per exit")
+        _thresholds("LearnedExit", self.threshold, 0.0, 1.0)
+        if isinstance(self.threshold, tuple) and len(self.threshold) != len(w):
+            raise InputError(f"LearnedExit has {len(w)} weight rows but {len(self.threshold)} thresholds")
+
+    @property
+    def exits(self) -> int:
+        return len(self.weights)
+
+    def decide(self, logits: np.ndarray, carry: np.ndarray, exit_index: int):
+        w = np.asarray(self.weights[exit_index])
+        z = exit_features(logits, carry) @ w[:-1] + w[-1]
+        return 0.5 * (1 + np.tanh(z / 2)) > _at(self.threshold, exit_index), track(logits, carry)  # sigmoid
 
 
 @dataclass(frozen=True)
@@ -51,26 +113,28 @@ class PatiencePolicy:
     """PABEE: leave once `patience` consecutive exits after the first agree on the prediction."""
 
     patience: int
+    exits = None  # works with any number of exits (a class attribute, not a field)
 
     def __post_init__(self):
         if not isinstance(self.patience, (int, np.integer)) or self.patience < 1:
             raise InputError(f"PatiencePolicy patience must be an int ≥ 1, got {self.patience!r}")
 
-    def decide(self, logits: np.ndarray, carry: np.ndarray):
-        pred = logits.argmax(-1)
-        streak = np.where(pred == carry[:, 0], carry[:, 1] + 1, 0)
-        return streak >= self.patience, np.stack([pred, streak], 1)
+    def decide(self, logits: np.ndarray, carry: np.ndarray, exit_index: int):
+        carry = track(logits, carry)
+        return carry[:, 1] >= self.patience, carry
 
 
 @dataclass(frozen=True)
 class FullDepth:
     """Never leave early: the reference every speed-up is measured against."""
+    exits = None
 
-    def decide(self, logits: np.ndarray, carry: np.ndarray):
+    def decide(self, logits: np.ndarray, carry: np.ndarray, exit_index: int):
         return np.zeros(len(logits), dtype=bool), carry
 
 
-Policy = EntropyPolicy | PatiencePolicy | FullDepth
+Policy = EntropyPolicy | LearnedExit | PatiencePolicy | FullDepth
+EXIT_POLICIES = (EntropyPolicy, LearnedExit, PatiencePolicy, FullDepth)
 
 
 # ---- draft-length policies (speculative decoding) ----

@@ -17,7 +17,9 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -220,6 +222,33 @@ def train(recipe: EarlyExitRecipe, model_dir: Path, splits: Splits, ckpt: Path) 
         shutil.rmtree(ckpt)
     os.replace(tmp, ckpt)
     return info
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """A trained checkpoint's encoder (LoRA merged) and heads with the default recipe's data: what the
+    head-exploration scripts start from."""
+    recipe: EarlyExitRecipe
+    splits: Splits
+    family: Any
+    base: nn.Module
+    heads: dict
+    enc: Any  # TextEncoder
+    num_layers: int
+
+
+def frozen_encoder(checkpoint: Path) -> Frozen:
+    from .. import assets, data
+    from ..models.encoder import load_trained
+    from ..recipe import load_recipe
+    recipe = load_recipe()
+    d = recipe.dataset
+    splits = data.load_splits(assets.resolve_dataset(d.id), d.text_column, d.label_column, d.labels,
+                              d.val_size, d.test_size, d.seed)
+    model_dir = assets.resolve_model(recipe.model.id)
+    _, family, base, heads, info = load_trained(model_dir, checkpoint)
+    return Frozen(recipe, splits, family, base, heads, text_encoder(model_dir, recipe.model.max_length),
+                  info["num_layers"])
 
 
 def ensure_trained(recipe: EarlyExitRecipe, model_dir: Path, splits: Splits) -> Path:
