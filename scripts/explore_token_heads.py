@@ -8,6 +8,7 @@ the chosen layers (fp16, unpadded, cached under ~/.cache/dynexport/features) and
 pooled features; then per layer, on the same train subset, every variant is trained:
 - `mlp`: the current head (masked mean → 256 → tanh → classes), retrained on the subset;
 - `attention`: attention pooling (a learned query over the tokens, with the mean) → the same MLP;
+- `attention_only`: the attention-pooled vector alone → the same MLP (the current head's size + H + 1);
 - `layer`: one small transformer layer at width 192 (4 heads, FFN 384) on a projection, then mean → classes;
 - `feature_kd`: the current head plus a linear map of its hidden to the final layer's pooled features
   (MSE, weight 1): distillation from the final head's *features* rather than its logits.
@@ -35,16 +36,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class AttentionPool(nn.Module):
-    """Learned-query attention over the real tokens, concatenated with the masked mean → MLP."""
+    """Learned-query attention over the real tokens (concatenated with the masked mean unless
+    `with_mean` is off) → MLP."""
 
-    def __init__(self, hidden: int, classes: int, width: int = 256):
+    def __init__(self, hidden: int, classes: int, width: int = 256, with_mean: bool = True):
         super().__init__()
-        self.score = nn.Linear(hidden, 1)
-        self.dense, self.out, self.drop = nn.Linear(2 * hidden, width), nn.Linear(width, classes), nn.Dropout(0.1)
+        self.score, self.with_mean = nn.Linear(hidden, 1), with_mean
+        self.dense = nn.Linear((2 if with_mean else 1) * hidden, width)
+        self.out, self.drop = nn.Linear(width, classes), nn.Dropout(0.1)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [b, s, H], [b, s]
         a = self.score(h).squeeze(-1).masked_fill(mask == 0, -1e4).softmax(-1)  # [b, s]
-        pooled = torch.cat([(a.unsqueeze(-1) * h).sum(1), masked_mean(h, mask)], -1)  # [b, 2H]
+        pooled = (a.unsqueeze(-1) * h).sum(1)  # [b, H]
+        if self.with_mean:
+            pooled = torch.cat([pooled, masked_mean(h, mask)], -1)  # [b, 2H]
         return self.out(self.drop(torch.tanh(self.dense(self.drop(pooled)))))
 
 
@@ -83,7 +88,8 @@ class MeanMLP(nn.Module):
         return (logits, z) if with_hidden else logits
 
 
-VARIANTS = {"mlp": lambda H, C: MeanMLP(H, C), "attention": AttentionPool, "layer": SmallLayer,
+VARIANTS = {"mlp": lambda H, C: MeanMLP(H, C), "attention": AttentionPool,
+            "attention_only": lambda H, C: AttentionPool(H, C, with_mean=False), "layer": SmallLayer,
             "feature_kd": lambda H, C: MeanMLP(H, C, kd=True)}
 
 
