@@ -53,8 +53,11 @@ class Calibration(_M):
     samples: int
     backend: str
     accuracy_full: float
-    max_accuracy_drop_pt: float
+    max_accuracy_drop_pt: float  # the budget the rules were fitted to (against accuracy_full)
     segment_cost_ms: list[float]  # measured, batch 1, median per segment
+    # budget_reference "fp32": fp32 full depth's validation accuracy, whose gap to accuracy_full was
+    # taken off the recipe's budget
+    accuracy_reference: float | None = None
     curve: list[SweepPointM]
     chosen: SweepPointM
 

@@ -2,11 +2,13 @@
 
     python scripts/bench_early_exit.py [--exit-sets 2,4,6,8,10 1,2,3,4,5,6,7,8,9,10,11] [--precisions fp32 int8]
         [--backends openvino onnxruntime] [--timing-samples 500] [--repeats 3] [--int8-exits 1,2,...,11]
+        [--head-pooling attention|mean] [--int8-budget-reference fp32|same_precision]
 
 For every exit set × precision (fp32 graphs, INT8 = NNCF PTQ) the artifact is exported (or reused)
-with the default recipe; its manifest holds every exit rule calibrated on validation (one entropy
-threshold, one per exit, BERxiT's learned rule; each chosen by 5-fold cross-validation). Then per
-backend, in one process on the same texts:
+with the default recipe and the chosen exit-head pooling; INT8 artifacts calibrate their budget against
+fp32 full depth by default (their own validation drop is paid first). The manifest holds every exit
+rule calibrated on validation (one entropy threshold, one per exit, BERxiT's learned rule; each
+chosen by 5-fold cross-validation). Then per backend, in one process on the same texts:
 - accuracy on the whole test split for every rule: every exit's logits from one full-depth pass, the
   rule replayed (the runtime's own rule; a live run on the timing subset is checked against it), with
   the validation drops (in-sample and cross-validated) beside the test drop;
@@ -42,13 +44,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_SPEEDUP, TARGET_INT8, MAX_DROP = 3.0, 6.0, 1.0
 
 
-def ensure_artifact(exits: list[int], precision: str, out_root: Path) -> Path:
-    out = out_root / f"bert-exits-{'-'.join(map(str, exits))}-{precision}"
+def ensure_artifact(exits: list[int], precision: str, args) -> Path:
+    """The default recipe with these exits and precision (and the bench's head pooling, INT8 budget
+    reference), exported under --artifacts unless already there."""
+    ref = args.int8_budget_reference if precision == "int8" else "same_precision"
+    name = f"bert-exits-{'-'.join(map(str, exits))}-{precision}-{args.head_pooling}" + ("-vs-fp32" if ref == "fp32" else "")
+    out = args.artifacts / name
     if (out / "manifest.json").is_file() and read_manifest(out, verify=False).policy.candidates:  # per-exit rules
         return out
     from dynexport import methods
     recipe = methods.get("early-exit").load_recipe(None, {
-        "exits.layers": exits, "quantization.quant_mode": "int8" if precision == "int8" else "none"})
+        "exits.layers": exits, "quantization.quant_mode": "int8" if precision == "int8" else "none",
+        "training.head_pooling": args.head_pooling, "calibration.budget_reference": ref})
     methods.export("early-exit", recipe, out, overwrite=True)
     return out
 
@@ -214,6 +221,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sweep-samples", type=int, default=0)
     ap.add_argument("--sweep-repeats", type=int, default=1)
+    ap.add_argument("--head-pooling", choices=["attention", "mean"], default="attention")
+    ap.add_argument("--int8-budget-reference", choices=["fp32", "same_precision"], default="fp32",
+                    help="what the INT8 artifacts' 1-pt budget is calibrated against on validation")
     ap.add_argument("--artifacts", type=Path, default=ROOT / "exported_models" / "bench")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "early_exit.json")
     args = ap.parse_args()
@@ -227,8 +237,8 @@ def main() -> None:
 
     for exits in args.exit_sets:
         for precision in args.precisions:
-            art = ensure_artifact([int(e) for e in exits.split(",")], precision, args.artifacts)
-            plain = ensure_artifact([int(e) for e in args.plain_exits.split(",")], precision, args.artifacts)
+            art = ensure_artifact([int(e) for e in exits.split(",")], precision, args)
+            plain = ensure_artifact([int(e) for e in args.plain_exits.split(",")], precision, args)
             for backend in args.backends:
                 print(f"measuring {art.name} on {backend} ...", flush=True)
                 runs.append(measure(art, backend, plain, args))
@@ -239,9 +249,8 @@ def main() -> None:
     for exits in args.int8_exits:
         e = [int(x) for x in exits.split(",")]
         print(f"INT8 combined, exits {exits} ...", flush=True)
-        int8.append(int8_combined(ensure_artifact(e, "fp32", args.artifacts), ensure_artifact(e, "int8", args.artifacts),
-                                  ensure_artifact([int(x) for x in args.plain_exits.split(",")], "fp32", args.artifacts),
-                                  args))
+        int8.append(int8_combined(ensure_artifact(e, "fp32", args), ensure_artifact(e, "int8", args),
+                                  ensure_artifact([int(x) for x in args.plain_exits.split(",")], "fp32", args), args))
         for k, v in int8[-1]["runs"].items():
             print(f"  {k:22s} {v['speedup_vs_fp32_full']:.2f}x vs fp32 full, drop {v['accuracy_drop_pt']:.2f} pt "
                   f"{v['accuracy_drop_ci95_pt']}", flush=True)

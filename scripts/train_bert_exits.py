@@ -1,7 +1,7 @@
 """Train (or reuse) the early-exit checkpoint of a recipe and print its validation picture.
 
     python scripts/train_bert_exits.py [--recipe dynexport/recipes/early_exit.toml] [--scheme joint|deebert]
-        [--max-train-examples N] [--model ID_OR_DIR] [--checkpoint-dir DIR]
+        [--max-train-examples N] [--model ID_OR_DIR] [--checkpoint-dir DIR] [--head-pooling mean|attention]
 
 Checkpoints are looked up and written in the recipe's training.checkpoint_dir; by default that is the
 committed dir (dynexport/weights/early_exit) when it holds this recipe's checkpoint, else the cache
@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 
 from dynexport import assets, data
 from dynexport.calibration import choose, sweep
+from dynexport.models.encoder import heads_file
 from dynexport.recipe import load_recipe
 from dynexport.train.bert_exits import ensure_trained
 
@@ -31,21 +32,26 @@ def main() -> None:
     ap.add_argument("--recipe", default=None)
     ap.add_argument("--scheme", choices=["joint", "deebert"])
     ap.add_argument("--max-train-examples", type=int)
+    ap.add_argument("--head-pooling", choices=["mean", "attention"],
+                    help="exit heads' pooling; a deebert checkpoint trained with another adds these heads (stage 2)")
     ap.add_argument("--model")
     ap.add_argument("--checkpoint-dir", help="where checkpoints are looked up and written [default: the recipe's "
                     "training.checkpoint_dir; empty: the committed dir if it has this one, else the cache]")
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, {"training.scheme": args.scheme, "model.id": args.model,
                                        "training.max_train_examples": args.max_train_examples,
-                                       "training.checkpoint_dir": args.checkpoint_dir})
+                                       "training.checkpoint_dir": args.checkpoint_dir,
+                                       "training.head_pooling": args.head_pooling})
     d = recipe.dataset
     splits = data.load_splits(assets.resolve_dataset(d.id), d.text_column, d.label_column, d.labels,
                               d.val_size, d.test_size, d.seed)
     ckpt = ensure_trained(recipe, assets.resolve_model(recipe.model.id), splits)
     info = json.loads((ckpt / "train_info.json").read_text())
-    print(f"checkpoint {ckpt}\n{info['scheme']}: {info['train_examples']} examples, {info['train_seconds']} s")
-    print("val accuracy per layer:", info["val_accuracy_per_layer"])
-    logits = {int(k): v for k, v in load_file(ckpt / "val_logits.safetensors").items()}
+    name = heads_file(recipe.training.head_pooling, info)
+    row = info["heads"][recipe.training.head_pooling] if name != "heads.safetensors" else info
+    print(f"checkpoint {ckpt} ({name})\n{info['scheme']}: {info['train_examples']} examples, {row['train_seconds']} s")
+    print("val accuracy per layer:", row["val_accuracy_per_layer"])
+    logits = {int(k): v for k, v in load_file(ckpt / name.replace("heads", "val_logits")).items()}
     y = np.array([e.label for e in splits.val])
     num_layers = info["num_layers"]
     for exits in ([num_layers // 3, 2 * num_layers // 3], list(range(2, num_layers, 2)),

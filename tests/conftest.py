@@ -38,6 +38,12 @@ def mpnet_artifact(tiny):
 
 
 @pytest.fixture(scope="session")
+def mpnet_mean_artifact(tiny, mpnet_artifact):
+    """The (attention-pooling) mpnet checkpoint's exits retrained with mean pooling (its stage 2 only)."""
+    return export_tiny(tiny, "mpnet", "mpnet-mean", overrides={"training.head_pooling": "mean"})
+
+
+@pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory):
     """Paths: target (3-layer random Llama), draft (delta: its layer 0, 200-token vocab), artifact."""
     root = tmp_path_factory.mktemp("tiny_lm")

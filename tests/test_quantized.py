@@ -54,3 +54,17 @@ def test_weight_compression(tiny, bert_artifact, fmt, label):
         ops = onnx_op_counts(art / g.files["onnxruntime"])
         assert ops.get("DequantizeLinear", 0) + ops.get("MatMulNBits", 0) >= 4, ops
     _within_bound_of_fp32(art, bert_artifact[0], label)
+
+
+def test_budget_against_fp32_pays_the_quantization_drop_first(tiny, bert_artifact):
+    art = export_tiny(tiny, "bert", "bert-ptq-vs-fp32", overrides={
+        "quantization.quant_mode": "int8", "calibration.budget_reference": "fp32",
+        "calibration.max_accuracy_drop_pt": 5.0})[0]
+    cal = load(art).manifest.policy.calibration
+    fp32 = load(bert_artifact[0]).manifest.policy.calibration
+    assert cal.accuracy_reference == pytest.approx(fp32.accuracy_full, abs=1e-3)  # the fp32 graphs, same split
+    gap = cal.accuracy_reference - cal.accuracy_full
+    assert cal.max_accuracy_drop_pt == pytest.approx(max(0.0, min(5.0, 5.0 - gap)), abs=1e-3)
+    chosen = load(art).manifest.policy.calibration.chosen
+    assert chosen.accuracy_drop_pt <= cal.max_accuracy_drop_pt + 1e-9
+    assert fp32.accuracy_reference is None

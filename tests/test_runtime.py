@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dynexport.calibration import LAMBDAS, RULES, RuleFit, exit_scores, fit_exit_model, replay
 from dynexport.errors import InputError
-from dynexport.models.encoder import MultiExit, load_trained, segments_for
+from dynexport.models.encoder import ExitHead, MultiExit, load_trained, segments_for
 from dynexport.runtime import EntropyPolicy, FullDepth, LearnedExit, PatiencePolicy, load
 from dynexport.runtime.policies import entropy
 
@@ -20,11 +22,12 @@ TEXTS = ["good day and my phone is great", "awful flight", "blue table monday", 
 
 def _torch_model(art, tiny):
     m = json.loads((art / "manifest.json").read_text())
-    _, family, base, heads, _ = load_trained(Path(m["source"]["model_id"]), tiny["ckpt"] / m["source"]["checkpoint"])
+    _, family, base, heads, _ = load_trained(Path(m["source"]["model_id"]), tiny["ckpt"] / m["source"]["checkpoint"],
+                                             m["source"]["training"].get("head_pooling"))
     return m, family, base, heads
 
 
-@pytest.mark.parametrize("which", ["bert_artifact", "mpnet_artifact"])
+@pytest.mark.parametrize("which", ["bert_artifact", "mpnet_artifact", "mpnet_mean_artifact"])
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_segment_parity_and_full_depth_predictions(request, tiny, which, backend):
     art, _ = request.getfixturevalue(which)
@@ -48,6 +51,40 @@ def test_segment_parity_and_full_depth_predictions(request, tiny, which, backend
     for k, logits in zip(layers, res.all_logits):
         np.testing.assert_allclose(logits, ref[k].numpy(), atol=1e-4)
     assert (res.exit_layers == layers[-1]).all()
+
+
+def test_other_pooling_shares_the_checkpoint_and_its_final_head(tiny, mpnet_artifact, mpnet_mean_artifact):
+    att, mean = _torch_model(mpnet_artifact[0], tiny), _torch_model(mpnet_mean_artifact[0], tiny)
+    assert mean[0]["source"]["checkpoint"] == att[0]["source"]["checkpoint"]  # stage 1 reused, not retrained
+    info = json.loads((tiny["ckpt"] / att[0]["source"]["checkpoint"] / "train_info.json").read_text())
+    assert info["recipe_training"]["head_pooling"] == "attention"
+    assert set(info["heads"]["mean"]["val_accuracy_per_layer"]) == {"1", "2", "3", "4"}
+    final = att[0]["source"]["num_layers"]
+    for k, h in mean[3].items():
+        same = all(torch.equal(a, b) for a, b in zip(h.state_dict().values(), att[3][k].state_dict().values()))
+        assert same == (k == final), k  # the trained final head is kept; every exit is new
+        assert (h.score is None) == (k != final)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=4), st.integers(0, 5), st.integers(0, 2 ** 16))
+def test_attention_pooling_ignores_padding(lengths, extra, seed):
+    torch.manual_seed(seed)
+    head = ExitHead(8, 3, width=4, pooling="attention").eval()
+    s = max(lengths)
+    h, mask = torch.randn(len(lengths), s + extra, 8), torch.zeros(len(lengths), s + extra, dtype=torch.int64)
+    for r, n in enumerate(lengths):
+        mask[r, :n] = 1
+    with torch.no_grad():
+        batch = head(h, mask)
+        for r, n in enumerate(lengths):
+            alone = head(h[r:r + 1, :n], mask[r:r + 1, :n])
+            torch.testing.assert_close(batch[r:r + 1], alone, atol=1e-5, rtol=0)
+
+
+def test_unknown_head_pooling_is_refused():
+    with pytest.raises(ValueError, match="unknown head pooling"):
+        ExitHead(8, 3, pooling="max")
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])

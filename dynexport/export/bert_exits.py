@@ -34,7 +34,7 @@ from ..manifest import (
 )
 from ..models.encoder import Segment, load_trained, resolve_source, segments_for, tokenizer_json
 from ..recipe import FORMATS, EarlyExitRecipe, validate_exits
-from ..runtime import load
+from ..runtime import FullDepth, load
 from .common import export_onnx, library_versions, onnx_to_openvino
 from .quantize import compress_graph
 
@@ -94,9 +94,17 @@ def calibration_inputs(pipe, texts: list[str]) -> list[list[dict]]:
     return items
 
 
-def calibrate(root: Path, recipe: EarlyExitRecipe, splits: data.Splits, backend: str) -> Policy:
+def full_depth_accuracy(pipe, examples, batch_size: int) -> float:
+    """Accuracy (%) of the artifact at full depth on `examples`."""
+    res = pipe.run([e.text for e in examples], FullDepth(), batch_size=batch_size, progress=True)
+    return 100.0 * float(np.mean(res.label_ids == np.array([e.label for e in examples])))
+
+
+def calibrate(root: Path, recipe: EarlyExitRecipe, splits: data.Splits, backend: str,
+              reference: float | None = None) -> Policy:
     """Fit every exit rule (one entropy threshold, one per exit, the learned rule) on the validation
-    split with the exported graphs; the default is the one with the best cross-validated speed-up."""
+    split with the exported graphs; the default is the one with the best cross-validated speed-up.
+    With a `reference` accuracy (fp32 full depth), the budget shrinks by this artifact's gap to it."""
     cfg = recipe.calibration
     pipe = load(root, backend)
     val_texts = [e.text for e in splits.val]
@@ -106,12 +114,15 @@ def calibrate(root: Path, recipe: EarlyExitRecipe, splits: data.Splits, backend:
     costs = [1e3 * s / c for s, c in zip(timing.segment_s, timing.segment_calls)]  # mean ms, batch 1
     labels, budget = np.array([e.label for e in splits.val]), cfg.max_accuracy_drop_pt
     full, points = sweep(res.all_logits, labels, costs)
+    if reference is not None:
+        budget = max(0.0, min(budget, budget - (reference - full)))
     fits = [fit_rule(k, res.all_logits, labels, costs, budget) for k in tqdm(RULES, desc="exit rules")]
     best, glob = best_rule(fits, budget), fits[0]
     acc, speed, frac = evaluate(glob.policy(), res.all_logits, labels, costs)
     chosen = SweepPoint(glob.thresholds[0], round(acc, 3), round(full - acc, 3), round(speed, 4), frac)
     cal = Calibration(split="val", samples=len(labels), backend=backend, accuracy_full=round(full, 3),
-                      max_accuracy_drop_pt=budget, segment_cost_ms=[round(c, 4) for c in costs],
+                      max_accuracy_drop_pt=round(budget, 3), segment_cost_ms=[round(c, 4) for c in costs],
+                      accuracy_reference=None if reference is None else round(reference, 3),
                       curve=[p.to_json() for p in points], chosen=chosen.to_json())
     return Policy(kind="learned" if best.kind == "learned" else "entropy", threshold=glob.thresholds[0],
                   thresholds=None if best.kind == "entropy" else best.thresholds, weights=best.weights,
@@ -125,7 +136,8 @@ def export(recipe: EarlyExitRecipe, out_dir: Path, checkpoint: Path, *, overwrit
     src = resolve_source(recipe)
     config, splits = src.config, src.splits
     exits = validate_exits(recipe.exits.layers, config.num_hidden_layers)
-    model_hf, family, base, heads, info = load_trained(src.model_dir, checkpoint)
+    pooling = recipe.training.head_pooling
+    model_hf, family, base, heads, info = load_trained(src.model_dir, checkpoint, pooling)
     if info["split"]["key_sha256"] != splits.info["key_sha256"]:
         raise AssetError(f"checkpoint {checkpoint} was trained on another split of the data than this recipe's")
     classes, q = len(splits.labels), recipe.quantization
@@ -144,7 +156,7 @@ def export(recipe: EarlyExitRecipe, out_dir: Path, checkpoint: Path, *, overwrit
         source = Source(model_id=recipe.model.id, model_type=family.name, model_sha256=info["model_sha"],
                         num_layers=config.num_hidden_layers, dataset=ds.model_dump(),
                         dataset_sha256=sha256_file(assets.resolve_dataset(ds.id)), split=splits.info,
-                        checkpoint=checkpoint.name, training=info["recipe_training"])
+                        checkpoint=checkpoint.name, training=info["recipe_training"] | {"head_pooling": pooling})
         manifest = EarlyExitManifest(
             method="bert_exits", created_utc=dt.datetime.now(dt.UTC).isoformat(), exits=exits,
             labels=list(splits.labels), weight_format=q.weight_format, quant_mode=q.quant_mode, graphs=graphs,
@@ -155,11 +167,13 @@ def export(recipe: EarlyExitRecipe, out_dir: Path, checkpoint: Path, *, overwrit
         check_texts = [e.text for e in splits.val[:16]]
         par = {b: parity(segs, load(tmp, b), check_texts) for b in formats}
         manifest = manifest.model_copy(update={"parity": par})
+        backend, reference = "openvino" if "openvino" in formats else "onnxruntime", None
         if q.weight_format in ("int8", "int4") or q.quant_mode == "int8":
+            if recipe.calibration.budget_reference == "fp32":
+                reference = full_depth_accuracy(load(tmp, backend), splits.val, recipe.calibration.batch_size)
             manifest = _compress_all(tmp, manifest, recipe, splits, formats)
         write_manifest(tmp, manifest)
-        backend = "openvino" if "openvino" in formats else "onnxruntime"
-        manifest = manifest.model_copy(update={"policy": calibrate(tmp, recipe, splits, backend)})
+        manifest = manifest.model_copy(update={"policy": calibrate(tmp, recipe, splits, backend, reference)})
         manifest = write_manifest(tmp, manifest)
     return manifest
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from torch import nn
 from .. import assets, data
 from ..assets import cache_dir
 from ..errors import AssetError, ModelTypeError, RecipeError
-from ..recipe import validate_exits
+from ..recipe import HeadPooling, validate_exits
 from ..runtime.text import TextEncoder
 
 
@@ -122,6 +122,21 @@ def run_layers(base: nn.Module, family: Family, hidden: torch.Tensor, ext_mask: 
     return hidden
 
 
+POOLINGS = get_args(HeadPooling)
+
+
+def trained_pooling(info: dict) -> str:
+    """The pooling a checkpoint was trained with (its heads.safetensors; older ones: mean)."""
+    return info["recipe_training"].get("head_pooling", "mean")
+
+
+def heads_file(pooling: str, info: dict) -> str:
+    """The checkpoint file with exit heads of this pooling: heads.safetensors holds what training wrote
+    (every head, the final one included); a deebert stage 2 run for another pooling adds
+    heads-<pooling>.safetensors with the exits 1..L-1 only, the final head staying the trained one."""
+    return "heads.safetensors" if pooling == trained_pooling(info) else f"heads-{pooling}.safetensors"
+
+
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the real (mask = 1) tokens: [batch, seq, hidden], [batch, seq] → [batch, hidden]."""
     m = mask.to(hidden.dtype).unsqueeze(-1)  # [batch, seq, 1]
@@ -129,16 +144,25 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class ExitHead(nn.Module):
-    """Masked mean pooling → Linear → tanh → Linear: [batch, seq, hidden] → [batch, classes]."""
+    """Pooling → Linear → tanh → Linear: [batch, seq, hidden] → [batch, classes]. `pooling` "mean" is
+    the masked mean; "attention" weighs the real tokens by a learned score (softmax over one Linear(H, 1)
+    per token): H + 1 parameters more, a few shallow-layer points better (docs/early_exit.md)."""
 
-    def __init__(self, hidden: int, classes: int, width: int = 256, dropout: float = 0.1):
+    def __init__(self, hidden: int, classes: int, width: int = 256, dropout: float = 0.1,
+                 pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown head pooling {pooling!r}; one of {', '.join(POOLINGS)}")
+        self.score = nn.Linear(hidden, 1) if pooling == "attention" else None
         self.dense = nn.Linear(hidden, width)
         self.out = nn.Linear(width, classes)
         self.dropout = nn.Dropout(dropout)
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return masked_mean(hidden, mask)  # [batch, hidden]
+        if self.score is None:
+            return masked_mean(hidden, mask)  # [batch, hidden]
+        s = self.score(hidden).squeeze(-1).masked_fill(mask == 0, -1e4)  # [batch, seq]
+        return (s.softmax(-1).unsqueeze(-1) * hidden).sum(1)  # [batch, hidden]
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.out(self.dropout(torch.tanh(self.dense(self.dropout(pooled)))))
@@ -201,12 +225,14 @@ def segments_for(base: nn.Module, family: Family, exits: list[int], heads: dict[
     return [Segment(base, family, a, b, heads[b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def all_heads(base, seqcls: bool, model_hf, family, classes: int, width: int) -> dict[int, nn.Module]:
-    """A head after every layer 1..L; a sequence-classification checkpoint keeps its own final head."""
+def all_heads(base, seqcls: bool, model_hf, family, classes: int, width: int, pooling: str = "mean",
+              final_pooling: str | None = None) -> dict[int, nn.Module]:
+    """A head after every layer 1..L (the final one pooling by `final_pooling`, default the same); a
+    sequence-classification checkpoint keeps its own final head."""
     num_layers, hidden = base.config.num_hidden_layers, base.config.hidden_size
-    heads = {k: ExitHead(hidden, classes, width) for k in range(1, num_layers + (0 if seqcls else 1))}
-    if seqcls:
-        heads[num_layers] = SeqClsHead(model_hf, family)
+    heads: dict[int, nn.Module] = {k: ExitHead(hidden, classes, width, pooling=pooling) for k in range(1, num_layers)}
+    heads[num_layers] = (SeqClsHead(model_hf, family) if seqcls else
+                         ExitHead(hidden, classes, width, pooling=final_pooling or pooling))
     return heads
 
 
@@ -232,19 +258,34 @@ def text_encoder(model_dir: Path, max_length: int) -> TextEncoder:
     return TextEncoder(tokenizer_json(model_dir), max_length, pad or 0)
 
 
-def load_trained(model_dir: Path, ckpt: Path):
-    """(model, family, encoder with the LoRA delta merged, heads {layer: module}) in eval mode."""
+def load_backbone(model_dir: Path, ckpt: Path):
+    """(model, family, encoder with the checkpoint's LoRA delta merged, seqcls, train_info)."""
     info = json.loads((ckpt / "train_info.json").read_text())
     model_hf, family, base, seqcls = load_encoder(model_dir)
     if (ckpt / "adapter").is_dir():
         from peft import PeftModel
         base = PeftModel.from_pretrained(base, ckpt / "adapter").merge_and_unload()
+    return model_hf, family, base, seqcls, info
+
+
+def load_trained(model_dir: Path, ckpt: Path, pooling: str | None = None):
+    """(model, family, encoder with the LoRA delta merged, heads {layer: module}, train_info) in eval
+    mode; the exits pool by `pooling` (default: as trained), the final head is always the trained one."""
     from safetensors.torch import load_file
-    state = load_file(ckpt / "heads.safetensors")
+    model_hf, family, base, seqcls, info = load_backbone(model_dir, ckpt)
+    own = trained_pooling(info)
+    pooling = pooling or own
+    state = load_file(ckpt / heads_file(own, info))
+    if pooling != own:
+        path = ckpt / heads_file(pooling, info)
+        if not path.is_file():
+            raise AssetError(f"{ckpt} has no {pooling}-pooling exit heads ({path.name})")
+        final = str(info["num_layers"])  # the trained final head, then this pooling's exits
+        state = {n: t for n, t in state.items() if n.split(".")[0] == final} | load_file(path)
     classes, width = len(info["labels"]), info["recipe_training"]["head_width"]
-    heads = all_heads(base, seqcls, model_hf, family, classes, width)
+    heads = all_heads(base, seqcls, model_hf, family, classes, width, pooling, own)
     for k, h in heads.items():
-        if isinstance(h, ExitHead):
+        if isinstance(h, ExitHead):  # fp16 files load into the fp32 heads (copy casts)
             h.load_state_dict({n.split(".", 1)[1]: t for n, t in state.items() if n.split(".")[0] == str(k)})
     for m in [model_hf, base, *heads.values()]:
         m.eval()
