@@ -122,13 +122,19 @@ def early_exit(
         help=_d("subsample the train split (0 = all)", EE.training.max_train_examples))] = None,
     scheme: Annotated[Optional[str], typer.Option(
         help=_d("exit training scheme: joint | deebert", EE.training.scheme))] = None,
+    head_pooling: Annotated[Optional[str], typer.Option(
+        help=_d("exit heads' pooling: attention | mean", EE.training.head_pooling))] = None,
+    budget_reference: Annotated[Optional[str], typer.Option(
+        help=_d("what the drop budget is against: same_precision | fp32 (a quantized artifact pays its own "
+                "drop first)", EE.calibration.budget_reference))] = None,
     formats: Formats = ",".join(FORMATS),
     overwrite: Overwrite = False,
 ):
     """Early exit: a BERT-family encoder as segment graphs, each ending in an exit head (alias: bert)."""
     overrides = {"exits.layers": parse_exits(exits), "model.id": model, "dataset.id": dataset,
                  "quantization.weight_format": _value(weight_format), "quantization.quant_mode": _value(quant_mode),
-                 "training.max_train_examples": max_train_examples, "training.scheme": scheme}
+                 "training.max_train_examples": max_train_examples, "training.scheme": scheme,
+                 "training.head_pooling": head_pooling, "calibration.budget_reference": budget_reference}
     r = methods.get("early-exit").load_recipe(recipe, overrides)
     out = output or Path("exported_models") / f"bert-exits-{'-'.join(map(str, r.exits.layers))}"
     m = methods.export("early-exit", r, out, overwrite=overwrite, formats=_formats(formats))

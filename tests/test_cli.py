@@ -28,8 +28,10 @@ def test_cli_export_classify_evaluate(tiny, tmp_path):
     assert "full depth" in p.stdout and "early exit" in p.stdout and "speed-up" in p.stdout
     p = run("bert", out, "--recipe", recipe, "--exits", "1,3", "--formats", "openvino")
     assert p.returncode == 2 and "already exists; pass --overwrite" in p.stderr
-    p = run("export", "early-exit", "--recipe", recipe, "--exits", "1,3", "--formats", "openvino", "--overwrite", out)
-    assert p.returncode == 0 and json.loads((out / "manifest.json").read_text())["exits"] == [1, 3], p.stderr
+    p = run("export", "early-exit", "--recipe", recipe, "--exits", "1,3", "--formats", "openvino", "--overwrite",
+            "--head-pooling", "mean", out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert p.returncode == 0 and m["exits"] == [1, 3] and m["source"]["training"]["head_pooling"] == "mean", p.stderr
     p = run("generate", out, "hello")
     assert p.returncode == 2 and "was exported for early-exit; `generate` does not run it" in p.stderr
     assert "`dynexport classify` or `dynexport evaluate`" in p.stderr
@@ -42,6 +44,8 @@ def test_cli_export_classify_evaluate(tiny, tmp_path):
     (["--formats", "tensorrt"], "--formats"),
     (["--weight-format", "int3"], "'int3' is not one of"),
     (["--no-such-flag"], "No such option"),
+    (["--head-pooling", "max"], "head_pooling"),
+    (["--budget-reference", "int8"], "budget_reference"),
 ])
 def test_cli_bad_arguments(tiny, tmp_path, args, message):
     recipe = write_recipe(tmp_path / "r.toml", tiny["bert"], tiny["data"], tiny["ckpt"])
