@@ -21,8 +21,8 @@ from dynexport.train.bert_exits import checkpoint_path
 pytestmark = pytest.mark.slow
 
 
-def _torch_predictions(model_dir, ckpt, layers, texts, max_length):
-    _, family, base, heads, _ = load_trained(model_dir, ckpt)
+def _torch_predictions(model_dir, ckpt, layers, texts, max_length, pooling):
+    _, family, base, heads, _ = load_trained(model_dir, ckpt, pooling)
     b = text_encoder(model_dir, max_length)(texts)
     with torch.no_grad():
         out = MultiExit(base, family, {k: heads[k] for k in layers})(
@@ -38,7 +38,7 @@ def _check_against_torch(art, recipe, model_dir, texts):
                               d.val_size, d.test_size, d.seed)
     ckpt = checkpoint_path(recipe, model_dir, splits)
     layers = [g.exit_layer for g in m.graphs]
-    ref = _torch_predictions(model_dir, ckpt, layers, texts, recipe.model.max_length)
+    ref = _torch_predictions(model_dir, ckpt, layers, texts, recipe.model.max_length, recipe.training.head_pooling)
     for backend in ("openvino", "onnxruntime"):
         res = load(art, backend).run(texts, FullDepth(), batch_size=16, collect_all=True)
         for k, logits in zip(layers, res.all_logits):
