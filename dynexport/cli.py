@@ -67,14 +67,15 @@ def _formats(value: str) -> tuple[str, ...]:
     return fmts
 
 
-def _int_or(flag: str, value: Optional[str], word: str):
-    """An integer flag that also takes one word ('adaptive', 'auto')."""
-    if value is None or value == word:
+def _int_or(flag: str, value: Optional[str], words: str | tuple[str, ...]):
+    """An integer flag that also takes a word ('adaptive', 'auto', ...)."""
+    words = (words,) if isinstance(words, str) else words
+    if value is None or value in words:
         return value
     try:
         return int(value)
     except ValueError:
-        raise UsageError(f"{flag} must be an integer or {word!r}, got {value!r}") from None
+        raise UsageError(f"{flag} must be an integer or one of {', '.join(map(repr, words))}, got {value!r}") from None
 
 
 def _export(method: str, recipe: Optional[Path], overrides: dict, out: Path, overwrite: bool, formats: str):
@@ -241,6 +242,9 @@ def stepsaver(
     recipe: RecipeOpt = None,
     predictor: Annotated[Optional[str], typer.Option(
         help=_d("step predictor: a committed name or dir; '' for none", SS.models.predictor))] = None,
+    step_control: Annotated[Optional[str], typer.Option(
+        help=_d("in-loop step policies' calibration: a committed name or dir; '' for none",
+                SS.models.step_control))] = None,
     scheduler: Annotated[Optional[str], typer.Option(help=_d("ddim or dpmsolver++", SS.sampling.scheduler))] = None,
     weight_format: WF = None,
     quant_mode: Annotated[Optional[QuantModeOpt], typer.Option(
@@ -249,14 +253,16 @@ def stepsaver(
     overwrite: Overwrite = False,
 ):
     """StepSaver: text encoder, UNet step and step predictor graphs (alias: diffusion)."""
-    overrides = {"models.unet": model, "models.predictor": predictor, "sampling.scheduler": scheduler,
+    overrides = {"models.unet": model, "models.predictor": predictor, "models.step_control": step_control,
+                 "sampling.scheduler": scheduler,
                  "quantization.weight_format": _value(weight_format), "quantization.quant_mode": _value(quant_mode)}
     out = output or Path("exported_models/stepsaver")
     m = _export("stepsaver", recipe, overrides, out, overwrite, formats)
     par = f", max parity error {max(m.parity.values()):.1e}" if m.parity else ""
     pred = f"step predictor over {m.step_predictor.counts}" if m.step_predictor else "no step predictor"
+    ctl = f", in-loop policies calibrated (adaptive = {m.step_control.default})" if m.step_control else ""
     unet_precision = next(iter(m.unet.precision.values()))
-    console.print(f"[green]wrote[/green] {out}: {m.image_size}px UNet ({unet_precision}), {pred}{par}")
+    console.print(f"[green]wrote[/green] {out}: {m.image_size}px UNet ({unet_precision}), {pred}{ctl}{par}")
 
 
 for _alias, _fn in (("bert", early_exit), ("speculative", speculative), ("eagle", eagle), ("diffusion", stepsaver)):
@@ -494,33 +500,47 @@ def imagine(
     prompt: Annotated[str, typer.Argument(help="what to draw, e.g. 'red apple'")],
     out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("image.png"),
     steps: Annotated[Optional[str], typer.Option(
-        help=_d("'auto' (the step predictor) or a fixed count", IMG_STEPS))] = None,
+        help=_d("a fixed count, 'auto' (the step predictor), 'stop' / 'skip' / 'combined' (decided in the loop) "
+                "or 'adaptive' (the artifact's best in-loop policy)", IMG_STEPS))] = None,
     margin: Annotated[Optional[float], typer.Option(
-        help=_d("safety quantile in (0, 1) of steps 'auto'", "the artifact's"))] = None,
+        help=_d("safety quantile in (0, 1) of steps 'auto' / 'combined'", "the artifact's"))] = None,
+    tol: Annotated[Optional[float], typer.Option(
+        help=_d("x̂₀-change tolerance of steps 'stop' / 'combined'", "the artifact's"))] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help=_d("skip threshold of steps 'skip'", "the artifact's"))] = None,
     seed: Annotated[Optional[int], typer.Option(help=_d("noise seed", IMG.seed))] = None,
     scale: Annotated[int, typer.Option(help="upscale the PNG by this factor (nearest)")] = 8,
     backend: BackendOpt = BackendOpt.openvino,
     device: str = "CPU",
 ):
-    """Draw one image and write it as a PNG; prints the step count used."""
+    """Draw one image and write it as a PNG; prints the steps and UNet calls used."""
     from PIL import Image
-
-    from .runtime import PredictedSteps
     if scale < 1:
         raise UsageError(f"--scale must be ≥ 1, got {scale}")
-    n = _int_or("--steps", steps, "auto")
-    if margin is not None and n not in (None, "auto"):
-        raise UsageError("--margin is for --steps auto")
-    policy = PredictedSteps(margin) if margin is not None else n
+    policy = _step_policy(_int_or("--steps", steps, STEP_WORDS), margin, tol, threshold)
     cfg = ImageConfig(**{k: v for k, v in {"steps": policy, "seed": seed}.items() if v is not None})
     pipe = _load_for("imagine", artifact, backend, device)
     r = pipe.generate([prompt], cfg)
     img = Image.fromarray(r.images[0])
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(out)
     s = r.stats
-    kind = "predicted" if isinstance(cfg.steps, PredictedSteps) else "fixed"
-    console.print(f"wrote {out}: {s.steps[0]} steps ({kind}) · total {s.total_s * 1e3:.0f} ms "
-                  f"(UNet {s.unet_s * 1e3:.0f} ms, predictor {s.predictor_s * 1e3:.1f} ms)")
+    console.print(f"wrote {out}: {s.steps[0]} steps, {s.calls[0]} UNet calls ({s.policy}) · total "
+                  f"{s.total_s * 1e3:.0f} ms (UNet {s.unet_s * 1e3:.0f} ms, predictor {s.predictor_s * 1e3:.1f} ms, "
+                  f"checks {s.check_s * 1e3:.1f} ms)")
+
+
+STEP_WORDS = ("auto", "adaptive", "stop", "skip", "combined")
+
+
+def _step_policy(steps, margin: Optional[float], tol: Optional[float], threshold: Optional[float]):
+    """--steps plus the policy's own flags → what ImageConfig.steps takes."""
+    from .runtime import STEP_SHORTHANDS
+    allowed = {"margin": ("auto", "combined"), "tol": ("stop", "combined"), "threshold": ("skip",)}
+    given = {k: v for k, v in {"margin": margin, "tol": tol, "threshold": threshold}.items() if v is not None}
+    for k in given:
+        if steps not in allowed[k]:
+            raise UsageError(f"--{k} is for --steps {' / '.join(allowed[k])}")
+    return STEP_SHORTHANDS[steps](**given) if given else steps
 
 
 @app.command()

@@ -263,6 +263,17 @@ class StepPredictorInfo(_M):
     training: dict = {}
 
 
+class StepControlInfo(_M):
+    """The in-loop step policies' calibrated fields (InLoopStop / AdaptiveSkip / CombinedSteps keyword
+    arguments), which of them steps="adaptive" means, and how they were calibrated."""
+    stop: dict = {}
+    skip: dict = {}
+    combined: dict = {}
+    default: Literal["stop", "skip", "combined"] = "stop"
+    calibration: dict = {}  # split, target mean SSIM, each policy's curve and choice
+    training: dict = {}  # the UNet sha256, scheduler, full steps and guidance it was calibrated for
+
+
 class DiffusionManifest(ManifestBase):
     """StepSaver: text encoder + UNet step (+ step predictor); the sampler loop runs in numpy."""
     method: Literal["stepsaver"]
@@ -272,6 +283,7 @@ class DiffusionManifest(ManifestBase):
     unet: GraphSpec
     predictor: GraphSpec | None = None
     step_predictor: StepPredictorInfo | None = None
+    step_control: StepControlInfo | None = None
     image_size: int
     scheduler: dict  # train_timesteps, beta_schedule, prediction_type, default kind
     full_steps: int  # the reference schedule length (quality is measured against it)

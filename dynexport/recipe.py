@@ -171,6 +171,8 @@ class EagleRecipe(_Frozen):
 class DiffusionModelsCfg(_Frozen):
     unet: str = "openmoji-unet32"  # committed UNet name or a UNet dir (scripts/train_diffusion.py)
     predictor: str = "openmoji-step-predictor"  # committed predictor name or dir; "" exports without one
+    # committed name or dir of the in-loop policies' calibration (scripts/calibrate_step_control.py); "" none
+    step_control: str = "openmoji-step-control"
 
 
 class DiffusionSamplingCfg(_Frozen):

@@ -200,11 +200,12 @@ def make_tiny_diffusion(root: Path) -> dict:
     return {"root": root, "unet": root / "unet", "pred": root / "pred", "text": text}
 
 
-def export_diffusion(out: Path, unet: Path, predictor: Path | None, **sections):
+def export_diffusion(out: Path, unet: Path, predictor: Path | None, step_control: Path | None = None, **sections):
     """A StepSaver artifact; sections: recipe sections as dicts (sampling={...}, quantization={...})."""
     from dynexport import methods
     from dynexport.recipe import StepSaverRecipe
-    recipe = StepSaverRecipe(models={"unet": str(unet), "predictor": str(predictor or "")}, **sections)
+    recipe = StepSaverRecipe(models={"unet": str(unet), "predictor": str(predictor or ""),
+                                     "step_control": str(step_control or "")}, **sections)
     return methods.export("stepsaver", recipe, out)
 
 

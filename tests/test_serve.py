@@ -108,7 +108,7 @@ def test_images_are_pngs_of_the_artifact_size(client):
     assert r.status_code == 200, r.text
     body = r.json()
     imgs = [Image.open(io.BytesIO(base64.b64decode(d["b64_json"]))) for d in body["data"]]
-    assert [i.size for i in imgs] == [(16, 16)] * 2 and body["dynexport"]["steps"] == [3, 3]
+    assert [i.size for i in imgs] == [(16, 16)] * 2 and body["dynexport"]["steps"] == [3, 3] == body["dynexport"]["calls"]
     assert post(client, "/v1/images/generations", {"model": "img", "prompt": "x", "size": "64x64"}).status_code == 400
 
 

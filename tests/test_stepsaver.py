@@ -17,7 +17,8 @@ from helpers import (
 
 from dynexport.errors import InputError
 from dynexport.runtime import PredictedSteps
-from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS, make_scheduler, run_loop, timesteps
+from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS, make_scheduler, timesteps
+from dynexport.runtime.steploop import run_loop
 
 
 def _diffusers(kind: str, beta_schedule: str, n: int):
@@ -192,24 +193,30 @@ def test_cli_diffusion_and_imagine(tiny_diffusion, tmp_path):
     run = run_cli
     out, png = tmp_path / "art", tmp_path / "apple.png"
     p = run("diffusion", out, "--unet", tiny_diffusion["unet"], "--predictor", tiny_diffusion["pred"],
-            "--weight-format", "fp32")
+            "--step-control", "", "--weight-format", "fp32")
     assert p.returncode == 0, p.stderr
     assert "wrote" in p.stdout and "step predictor over [2, 4, 8]" in " ".join(p.stdout.split())
     p = run("imagine", out, "red apple", "--out", png, "--scale", "2")
     assert p.returncode == 0, p.stderr
     from PIL import Image
     assert Image.open(png).size == (32, 32)
-    assert any(f"{c} steps (predicted)" in " ".join(p.stdout.split()) for c in COUNTS)
+    assert any(f"{c} steps, {c} UNet calls (PredictedSteps" in " ".join(p.stdout.split()) for c in COUNTS)
     p = run("imagine", out, "red apple", "--out", png, "--steps", "3")
-    assert p.returncode == 0 and "3 steps (fixed)" in p.stdout
+    assert p.returncode == 0 and "3 steps, 3 UNet calls (FixedSteps(n=3))" in " ".join(p.stdout.split())
+    p = run("imagine", out, "red apple", "--out", png, "--steps", "stop", "--tol", "1e6")
+    assert p.returncode == 0 and "4 steps, 4 UNet calls (InLoopStop(tol=1000000.0" in " ".join(p.stdout.split())
+    for bad, message in ((["--steps", "auto", "--tol", "0.1"], "--tol is for"), (["--steps", "stop"], "no calibrated tol"),
+                         (["--steps", "stop", "--tol", "-1"], "tol must be"), (["--steps", "warp"], "--steps must be")):
+        p = run("imagine", out, "red apple", "--out", png, *bad)
+        assert p.returncode == 2 and message in p.stderr, (bad, p.stderr)
     p = run("imagine", out, "red apple", "--steps", "0")
     assert p.returncode == 2 and "error: steps must be" in p.stderr
     p = run("imagine", out, "", "--out", png)
     assert p.returncode == 2 and "error:" in p.stderr and "empty" in p.stderr
     p = run("imagine", out, "red apple", "--out", png, "--steps", "auto", "--margin", "0.999")
-    assert p.returncode == 0 and "8 steps (predicted)" in p.stdout, p.stderr
-    p = run("export", "stepsaver", "-m", tiny_diffusion["unet"], "--predictor", "", "--formats", "onnxruntime",
-            tmp_path / "bare")
+    assert p.returncode == 0 and "8 steps, 8 UNet calls" in p.stdout, p.stderr
+    p = run("export", "stepsaver", "-m", tiny_diffusion["unet"], "--predictor", "", "--step-control", "",
+            "--formats", "onnxruntime", tmp_path / "bare")
     assert p.returncode == 0 and "no step predictor" in p.stdout, p.stderr
     p = run("classify", out, "red apple")
     assert p.returncode == 2 and "`dynexport imagine`" in p.stderr

@@ -25,6 +25,7 @@ from ..errors import AssetError, InputError
 from ..manifest import (
     DiffusionManifest,
     GraphSpec,
+    StepControlInfo,
     StepPredictorInfo,
     TensorSpec,
     Tokenizer,
@@ -39,6 +40,8 @@ from ..recipe import FORMATS, StepSaverRecipe
 from ..runtime.graph import Graph
 from .common import export_onnx, library_versions, onnx_to_openvino
 from .quantize import compress_graph
+
+STEP_CONTROL_FILE = "step_control.json"
 
 
 def _spec(name: str, dtype: str, shape: list) -> TensorSpec:
@@ -120,16 +123,30 @@ def _parity(tmp: Path, graphs: list[GraphSpec], modules: dict[str, tuple[nn.Modu
     return out
 
 
-def check_predictor_fits(predictor_dir: Path, unet_sha: str, sampling: dict) -> None:
-    """The predictor's labels were made with one UNet, scheduler, full step count and guidance; its
-    step counts mean nothing for another. Predictors that record none of these are not checked."""
-    trained = json.loads((predictor_dir / "predictor.json").read_text())["info"].get("training", {})
+def check_fits(what: str, trained: dict, where: Path, unet_sha: str, sampling: dict) -> None:
+    """Step labels and calibrations were made with one UNet, scheduler, full step count and guidance;
+    they mean nothing for another. Records that name none of these are not checked."""
     want = {**sampling, "unet_sha256": unet_sha}
-    bad = [f"{k}: labels made with {trained[k]!r}, export asks {v!r}" for k, v in want.items()
+    bad = [f"{k}: made with {trained[k]!r}, export asks {v!r}" for k, v in want.items()
            if trained.get(k) is not None and trained[k] != v]
     if bad:
-        raise InputError(f"step predictor {predictor_dir} does not fit this export ({'; '.join(bad)}); "
-                         "export with the predictor's settings or retrain it (scripts/make_step_labels.py)")
+        raise InputError(f"{what} {where} does not fit this export ({'; '.join(bad)}); export with its settings "
+                         "or redo it (scripts/make_step_labels.py, scripts/calibrate_step_control.py)")
+
+
+def check_predictor_fits(predictor_dir: Path, unet_sha: str, sampling: dict) -> None:
+    trained = json.loads((predictor_dir / "predictor.json").read_text())["info"].get("training", {})
+    check_fits("step predictor", trained, predictor_dir, unet_sha, sampling)
+
+
+def load_step_control(src: Path, unet_sha: str, sampling: dict) -> StepControlInfo:
+    """The in-loop policies' calibration (step_control.json), refused for another UNet or sampler."""
+    try:
+        info = StepControlInfo.model_validate_json((src / STEP_CONTROL_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise AssetError(f"step-control calibration {src / STEP_CONTROL_FILE} is unreadable: {e}") from None
+    check_fits("step-control calibration", info.training, src, unet_sha, sampling)
+    return info
 
 
 def export(recipe: StepSaverRecipe, out: Path, *, overwrite: bool = False,
@@ -141,10 +158,13 @@ def export(recipe: StepSaverRecipe, out: Path, *, overwrite: bool = False,
     sampling, q = recipe.sampling, recipe.quantization
     unet, ucfg = load_unet(unet_dir)
     meta = json.loads((unet_dir / "unet.json").read_text())
+    unet_sha = sha256_file(unet_dir / "unet.safetensors")
+    fit = {"scheduler": sampling.scheduler, "full_steps": sampling.full_steps, "guidance": sampling.guidance_scale}
     if predictor_dir:
-        check_predictor_fits(predictor_dir, sha256_file(unet_dir / "unet.safetensors"),
-                             {"scheduler": sampling.scheduler, "full_steps": sampling.full_steps,
-                              "guidance": sampling.guidance_scale})
+        check_predictor_fits(predictor_dir, unet_sha, fit)
+    control = (load_step_control(paths.resolve_weights(recipe.models.step_control, "stepsaver", "step-control "
+                                                       "calibration"), unet_sha, fit)
+               if recipe.models.step_control else None)
     calib = _unet_calibration(ucfg) if q.quant_mode == "int8" else None
     with atomic_output_dir(out, overwrite) as tmp:
         text, tok, enc = _text_graph(ucfg.text_encoder, tmp, q.weight_format, formats)
@@ -153,11 +173,11 @@ def export(recipe: StepSaverRecipe, out: Path, *, overwrite: bool = False,
         manifest = DiffusionManifest(
             method="stepsaver", created_utc=dt.datetime.now(dt.UTC).isoformat(),
             weight_format=q.weight_format, quant_mode=q.quant_mode, tokenizer=tok, text_encoder=text, unet=ug,
-            predictor=pg, step_predictor=pinfo, image_size=ucfg.size,
+            predictor=pg, step_predictor=pinfo, step_control=control, image_size=ucfg.size,
             scheduler={"train_timesteps": ucfg.train_timesteps, "beta_schedule": ucfg.beta_schedule,
                        "prediction_type": "epsilon", "kind": sampling.scheduler},
             full_steps=sampling.full_steps, max_steps=ucfg.train_timesteps, guidance_scale=sampling.guidance_scale,
-            source={"unet_sha256": sha256_file(unet_dir / "unet.safetensors"), "unet": meta,
+            source={"unet_sha256": unet_sha, "unet": meta,
                     "predictor_sha256": sha256_file(predictor_dir / "predictor.safetensors")
                     if predictor_dir else None},
             versions=library_versions())

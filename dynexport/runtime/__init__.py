@@ -22,11 +22,15 @@ from .generation import GenerationConfig, GenResult, GenStats
 from .graph import BACKENDS
 from .lm import LMPipeline
 from .policies import (
+    STEP_SHORTHANDS,
     AdaptiveDraft,
+    AdaptiveSkip,
+    CombinedSteps,
     EntropyPolicy,
     FixedDraft,
     FixedSteps,
     FullDepth,
+    InLoopStop,
     LearnedExit,
     PatiencePolicy,
     PredictedSteps,
@@ -42,7 +46,8 @@ Pipeline = EarlyExitPipeline | LMPipeline | SpeculativePipeline | EaglePipeline 
 __all__ = ["load", "PIPELINES", "EarlyExitPipeline", "ClassifyConfig", "Result", "Stats", "EntropyPolicy",
            "LearnedExit", "PatiencePolicy", "FullDepth", "LMPipeline", "SpeculativePipeline", "EaglePipeline",
            "GenerationConfig", "GenResult", "GenStats", "FixedDraft", "AdaptiveDraft", "TreeCfg", "StepSaverPipeline",
-           "ImageConfig", "ImageResult", "ImageStats", "FixedSteps", "PredictedSteps"]
+           "ImageConfig", "ImageResult", "ImageStats", "FixedSteps", "PredictedSteps",
+           "InLoopStop", "AdaptiveSkip", "CombinedSteps", "STEP_SHORTHANDS"]
 
 
 def load(artifact_dir: str | Path, backend: str = "openvino", device: str = "CPU",

@@ -7,9 +7,12 @@
                guidance the batch is [conditional; unconditional (zero embedding)]
     decode   : x ∈ [-1, 1] → uint8 [B, S, S, 3]
 
-The step policy is `PredictedSteps(margin)` (the predictor; shorthand "auto") or `FixedSteps(n)` (a fixed
-schedule, the baseline; shorthand n); the noise for prompt i depends only on (seed, i), so the same
-seed gives the same start for every step count.
+Step policies (policies.py): `FixedSteps(n)` (shorthand n, the baseline), `PredictedSteps(margin)`
+("auto", the predictor, before the loop), and, decided inside the loop (stepcontrol.py):
+`InLoopStop(tol)` ("stop"), `AdaptiveSkip(threshold)` ("skip"), `CombinedSteps(margin, tol)`
+("combined"); "adaptive" is the in-loop policy the artifact's calibration found best. Open fields (None)
+take the artifact's calibrated values. All prompts of a call share each UNet call, each sample at its own
+timestep; the noise for prompt i depends only on (seed, i), so every policy starts from the same x.
 """
 
 from __future__ import annotations
@@ -24,14 +27,27 @@ from ..errors import InputError
 from ..manifest import DiffusionManifest
 from .config import resolve
 from .graph import Graph
-from .policies import FixedSteps, PredictedSteps, StepPolicy, choose_steps
-from .schedulers import make_scheduler, run_loop
+from .policies import (
+    STEP_POLICIES,
+    STEP_SHORTHANDS,
+    CombinedSteps,
+    FixedSteps,
+    PredictedSteps,
+    StepPolicy,
+    choose_steps,
+)
+from .schedulers import make_scheduler
+from .stepcontrol import control_for, fill
+from .steploop import fixed_plan, run_plans
 from .text import TextEncoder, check_texts
 
 
 @dataclass
 class ImageStats:
-    steps: list[int] = field(default_factory=list)  # denoising steps used, per prompt
+    steps: list[int] = field(default_factory=list)  # solver steps taken, per prompt
+    calls: list[int] = field(default_factory=list)  # UNet evaluations, per prompt (steps − skipped)
+    policy: str = ""
+    check_s: float = 0.0  # in-loop policy checks (numpy), all prompts
     text_s: float = 0.0
     predictor_s: float = 0.0
     unet_s: float = 0.0  # UNet graph calls
@@ -39,18 +55,22 @@ class ImageStats:
     unet_calls: int = 0
 
     def to_json(self) -> dict:
-        return {**asdict(self), "mean_steps": float(np.mean(self.steps)) if self.steps else 0.0}
+        return {**asdict(self), "mean_steps": float(np.mean(self.steps)) if self.steps else 0.0,
+                "mean_calls": float(np.mean(self.calls)) if self.calls else 0.0}
 
 
-def as_step_policy(steps) -> StepPolicy:
-    """"auto" → PredictedSteps(), an int n → FixedSteps(n); policy objects pass through."""
-    if isinstance(steps, (FixedSteps, PredictedSteps)):
+def as_step_policy(steps) -> StepPolicy | str:
+    """A shorthand ("auto", "stop", "skip", "combined") → its policy with open fields, an int n →
+    FixedSteps(n), "adaptive" stays (the artifact resolves it); policy objects pass through."""
+    if isinstance(steps, STEP_POLICIES) or steps == "adaptive":
         return steps
-    if steps == "auto":
-        return PredictedSteps()
+    if isinstance(steps, str) and steps in STEP_SHORTHANDS:
+        return STEP_SHORTHANDS[steps]()
     if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
         return FixedSteps(int(steps))
-    raise InputError(f"steps must be 'auto', an integer or a step policy (PredictedSteps, FixedSteps), got {steps!r}")
+    names = ", ".join(repr(k) for k in [*STEP_SHORTHANDS, "adaptive"])
+    raise InputError(f"steps must be an integer, one of {names} or a step policy "
+                     f"({', '.join(t.__name__ for t in STEP_POLICIES)}), got {steps!r}")
 
 
 @dataclass(frozen=True)
@@ -101,31 +121,42 @@ class StepSaverPipeline:
                  **overrides) -> ImageResult:
         """Images for `prompts`; `config` (or a step policy, as `ImageConfig(steps=...)`) and keyword
         overrides are ImageConfig fields."""
-        cfg = resolve(ImageConfig, config, overrides, "steps", (FixedSteps, PredictedSteps))
+        cfg = resolve(ImageConfig, config, overrides, "steps", STEP_POLICIES)
         prompts = [prompts] if isinstance(prompts, str) else prompts
         check_texts(prompts)
         m = self.manifest
         sched = make_scheduler(m.scheduler, cfg.scheduler or m.scheduler["kind"])
         g = m.guidance_scale if cfg.guidance_scale is None else float(cfg.guidance_scale)
-        stats, t0 = ImageStats(), time.perf_counter()
+        policy = self._filled(cfg.steps)
+        stats, t0 = ImageStats(policy=repr(policy)), time.perf_counter()
         emb = self.embed(prompts)
         stats.text_s = time.perf_counter() - t0
-        if isinstance(cfg.steps, PredictedSteps):
+        counts = None
+        if isinstance(policy, (PredictedSteps, CombinedSteps)):
             self._check_auto(sched.kind, g)
             t1 = time.perf_counter()
-            counts = self.predict_steps(emb, cfg.steps.margin)
+            counts = self.predict_steps(emb, policy.margin)
             stats.predictor_s = time.perf_counter() - t1
-        elif cfg.steps.n <= m.max_steps:
-            counts = np.full(len(prompts), cfg.steps.n)
-        else:
-            raise InputError(f"steps must be 'auto' or an integer in 1..{m.max_steps}, got {cfg.steps.n}")
-        images = np.zeros((len(prompts), m.image_size, m.image_size, 3), np.uint8)
-        for n in np.unique(counts):
-            rows = np.flatnonzero(counts == n)
-            images[rows] = self._denoise(emb[rows], rows, cfg.seed, int(n), sched, g, stats)
-        stats.steps = [int(c) for c in counts]
+        n = getattr(policy, "n", None) or getattr(policy, "steps", None)
+        if n is not None and not 1 <= n <= m.max_steps:
+            raise InputError(f"steps must be in 1..{m.max_steps} for this artifact, got {n}")
+        plans = [fixed_plan(sched, int(c)) for c in counts] if counts is not None else [fixed_plan(sched, n)] * len(prompts)
+        st = self._denoise(emb, cfg.seed, plans, sched, g, control_for(policy, sched, m.full_steps), stats)
+        stats.steps, stats.calls = [int(v) for v in st.steps], [int(v) for v in st.calls]
+        stats.check_s = st.check_s
         stats.total_s = time.perf_counter() - t0
+        images = np.clip((st.x.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)  # [B, S, S, 3]
         return ImageResult(images, stats)
+
+    def _filled(self, policy: StepPolicy | str) -> StepPolicy:
+        """The policy with its open (None) fields taken from the artifact's calibration."""
+        info = self.manifest.step_control
+        if policy == "adaptive":
+            if info is None:
+                raise InputError("steps='adaptive' needs an artifact with a calibrated step control "
+                                 "(export with --step-control); pass a policy such as InLoopStop(tol=0.01)")
+            policy = STEP_SHORTHANDS[info.default]()
+        return fill(policy, info.model_dump() if info is not None else {}, self.manifest.full_steps)
 
     def _check_auto(self, kind: str, g: float) -> None:
         """Predicted counts hold only for the scheduler and guidance the predictor's labels were made with."""
@@ -135,24 +166,23 @@ class StepSaverPipeline:
                 raise InputError(f"steps='auto' predicts counts for {key} {trained[key]!r}, not {have!r}: "
                                  f"pass steps=N, or keep the artifact's {key}")
 
-    def _denoise(self, emb: np.ndarray, rows: np.ndarray, seed: int, n: int, sched, g: float,
-                 stats: ImageStats) -> np.ndarray:
+    def _denoise(self, emb: np.ndarray, seed: int, plans: list, sched, g: float, control,
+                 stats: ImageStats):
         s = self.manifest.image_size
-        x = np.stack([np.random.default_rng([seed, int(r)]).standard_normal((3, s, s)) for r in rows]).astype(np.float32)
-        ctx = emb[:, None].astype(np.float32)  # [b, 1, 384]
-        if g != 1.0:
-            ctx = np.concatenate([ctx, np.zeros_like(ctx)])  # [2b, 1, 384]: conditional, unconditional
+        x = np.stack([np.random.default_rng([seed, r]).standard_normal((3, s, s)) for r in range(len(emb))])
+        ctx = emb[:, None].astype(np.float32)  # [B, 1, 384]
 
-        def eps(x: np.ndarray, t: int) -> np.ndarray:
+        def eps(xs: np.ndarray, t: np.ndarray, rows: np.ndarray) -> np.ndarray:  # xs [k, 3, S, S], t [k]
             t0 = time.perf_counter()
-            xin = x if g == 1.0 else np.concatenate([x, x])
-            out = self.graphs["unet"](sample=xin, timestep=np.full(len(xin), t, np.float32), context=ctx)["noise"]
+            c = ctx[rows]
+            if g != 1.0:
+                xs, t, c = np.concatenate([xs, xs]), np.concatenate([t, t]), np.concatenate([c, np.zeros_like(c)])
+            out = self.graphs["unet"](sample=xs, timestep=t, context=c)["noise"]
             stats.unet_s += time.perf_counter() - t0
             stats.unet_calls += 1
             if g == 1.0:
                 return out
-            cond, unc = out[: len(x)], out[len(x):]
+            cond, unc = out[: len(out) // 2], out[len(out) // 2:]
             return unc + g * (cond - unc)
 
-        x = run_loop(sched, n, x, eps)  # [b, 3, S, S] in ~[-1, 1]
-        return np.clip((x.transpose(0, 2, 3, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        return run_plans(sched, x.astype(np.float32), eps, plans, control)  # st.x [B, 3, S, S] in ~[-1, 1]

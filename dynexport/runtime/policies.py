@@ -3,7 +3,9 @@
 - exit policies (early exit): `decide(logits, carry, exit_index) -> (exit_mask, carry)`; `carry` is a
   per-sample int array [batch, 2] (previous prediction, streak) that the pipeline compacts with the batch;
 - draft policies (speculative, EAGLE): `FixedDraft(k)`, `AdaptiveDraft(...)`, `TreeCfg(...)`;
-- step policies (StepSaver): `PredictedSteps(margin)`, `FixedSteps(n)`.
+- step policies (StepSaver): `FixedSteps(n)`, `PredictedSteps(margin)` (decided before the loop),
+  `InLoopStop(tol)`, `AdaptiveSkip(threshold)`, `CombinedSteps(margin, tol)` (decided inside it;
+  their numpy rules are in `stepcontrol.py`).
 """
 
 from __future__ import annotations
@@ -293,4 +295,83 @@ class PredictedSteps:
             _check_margin(self.margin)
 
 
-StepPolicy = FixedSteps | PredictedSteps
+FINISHES = ("jump", "respace")
+
+
+def _check_positive(name: str, v) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.floating))
+                          or not np.isfinite(v) or v <= 0):
+        raise InputError(f"{name} must be a finite number > 0, got {v!r}")
+
+
+def _check_steps(v) -> None:
+    if v is not None:
+        _int_in("steps", v, 1, 1000)
+
+
+@dataclass(frozen=True)
+class InLoopStop:
+    """Run the `steps`-step schedule and, from call `min_calls` on, stop a sample once its x̂₀ moved less
+    than `tol` (RMS, x̂₀ in [-1, 1]) since the previous call: "jump" ends at t → 0 from the current x̂₀
+    (no further call), "respace" re-spaces the rest of the schedule into `respace_steps` steps (the
+    current call counts as the first). None: the artifact's calibrated value."""
+    tol: float | None = None
+    steps: int | None = None
+    finish: str | None = None
+    respace_steps: int = 2
+    min_calls: int | None = None
+
+    def __post_init__(self):
+        _check_positive("tol", self.tol)
+        _check_steps(self.steps)
+        if self.finish is not None and self.finish not in FINISHES:
+            raise InputError(f"finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
+        _int_in("respace_steps", self.respace_steps, 1, 50)
+        if self.min_calls is not None:
+            _int_in("min_calls", self.min_calls, 1, 1000)
+
+
+@dataclass(frozen=True)
+class AdaptiveSkip:
+    """AdaptiveDiffusion (Ye et al., 2024) on the `steps`-step schedule: skip the UNet call (reuse the last
+    noise) when the third-order difference of the latents is small — |(d_k + d_{k−2}) / 2 − d_{k−1}| ≤
+    threshold · d_{k−1}, d_k = mean |x_k − x_{k−1}| — never in the first `warmup` steps nor more than
+    `max_skips` in a row. None: the artifact's calibrated value."""
+    threshold: float | None = None
+    steps: int | None = None
+    max_skips: int = 4
+    warmup: int = 4
+
+    def __post_init__(self):
+        _check_positive("threshold", self.threshold)
+        _check_steps(self.steps)
+        _int_in("max_skips", self.max_skips, 1, 100)
+        _int_in("warmup", self.warmup, 3, 1000)
+
+
+@dataclass(frozen=True)
+class CombinedSteps:
+    """The step predictor sets each sample's starting budget (at `margin`); inside the loop InLoopStop's
+    check (at `tol`) stops it early, and a sample whose x̂₀ still moves more than `tol` in the last third
+    of its budget continues on the full schedule's remaining steps, re-checked each call. None: calibrated."""
+    margin: float | None = None
+    tol: float | None = None
+    finish: str | None = None
+    respace_steps: int = 2
+    min_calls: int | None = None
+
+    def __post_init__(self):
+        if self.margin is not None:
+            _check_margin(self.margin)
+        _check_positive("tol", self.tol)
+        _int_in("respace_steps", self.respace_steps, 1, 50)
+        if self.min_calls is not None:
+            _int_in("min_calls", self.min_calls, 1, 1000)
+        if self.finish is not None and self.finish not in FINISHES:
+            raise InputError(f"finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
+
+
+StepPolicy = FixedSteps | PredictedSteps | InLoopStop | AdaptiveSkip | CombinedSteps
+STEP_POLICIES = (FixedSteps, PredictedSteps, InLoopStop, AdaptiveSkip, CombinedSteps)
+# steps= shorthands; "adaptive" is the in-loop policy the artifact's calibration found best
+STEP_SHORTHANDS = {"auto": PredictedSteps, "stop": InLoopStop, "skip": AdaptiveSkip, "combined": CombinedSteps}

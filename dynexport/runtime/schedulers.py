@@ -1,8 +1,8 @@
 """Diffusion samplers in plain numpy (no torch, no diffusers at run time), re-spaced to any step count.
 
 `make_scheduler(config, kind)` → a frozen `SchedulerCfg`; `timesteps(cfg, n)` gives the n UNet
-timesteps and `run_loop(cfg, n, x, eps_fn)` denoises x with them. Two kinds, each matching
-diffusers to ~1e-6 (tests compare them step by step):
+timesteps; the solver steps themselves are in `steploop.py` (`run_loop(cfg, n, x, eps_fn)`). Two kinds,
+each matching diffusers to ~1e-6 (tests compare them step by step):
 - `ddim`: DDIMScheduler, η = 0, x₀ clipped to [-1, 1], set_alpha_to_one;
 - `dpmsolver++`: DPMSolverMultistepScheduler, 2nd-order multistep, lower-order final steps, final σ = 0,
   x₀ clipped to [-1, 1] (diffusers: thresholding with sample_max_value = 1). Without the clip the
@@ -16,7 +16,6 @@ matters at few steps) and `linspace` for DPM-Solver++ (its default).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,55 +69,3 @@ def timesteps(cfg: SchedulerCfg, n: int) -> np.ndarray:
     if cfg.kind == "ddim":
         return (np.round(np.arange(T, 0, -T / n)) - 1).astype(np.int64)
     return np.round(np.linspace(0, T - 1, n + 1)).astype(np.int64)[::-1][:-1].copy()
-
-
-def run_loop(cfg: SchedulerCfg, n: int, x: np.ndarray, eps_fn: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
-    """Denoise x [B, C, H, W] from pure noise in n steps; eps_fn(x, t) → predicted noise, same shape."""
-    ts = timesteps(cfg, n)
-    ac = alphas_cumprod(cfg)
-    step = _ddim_step if cfg.kind == "ddim" else _DPMSolverPP(ac, ts).step
-    for i, t in enumerate(ts):
-        x = step(ac, ts, i, x, eps_fn(x, int(t)))
-    return x
-
-
-def _ddim_step(ac: np.ndarray, ts: np.ndarray, i: int, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
-    t = ts[i]
-    prev = t - (ac.shape[0] // len(ts))  # diffusers: timestep − T // n, even with trailing spacing
-    a_t, a_prev = ac[t], (ac[prev] if prev >= 0 else 1.0)
-    x0 = np.clip((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t), -1.0, 1.0)
-    return (math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps).astype(x.dtype)
-
-
-class _DPMSolverPP:
-    """DPM-Solver++(2M) state over one loop: σ per step and the previous x₀ prediction."""
-
-    def __init__(self, ac: np.ndarray, ts: np.ndarray):
-        sig = np.sqrt((1 - ac) / ac)
-        s = np.interp(ts.astype(np.float64), np.arange(len(sig)), sig)
-        self.sigmas = np.concatenate([s, [0.0]])  # [n + 1], final σ = 0
-        self.prev_x0: np.ndarray | None = None
-
-    def _alpha_sigma(self, i: int) -> tuple[float, float]:
-        s = self.sigmas[i]
-        a = 1.0 / math.sqrt(s * s + 1.0)
-        return a, s * a
-
-    def step(self, ac, ts: np.ndarray, i: int, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
-        n = len(ts)
-        a_s, s_s = self._alpha_sigma(i)
-        a_t, s_t = self._alpha_sigma(i + 1)
-        x0 = np.clip((x - s_s * eps) / a_s, -1.0, 1.0)
-        lam = lambda a, s: math.log(a) - math.log(s) if s > 0 else math.inf
-        first = self.prev_x0 is None or i == n - 1  # lower-order start, and the final step (σ → 0)
-        h = lam(a_t, s_t) - lam(a_s, s_s)
-        em1 = math.expm1(-h) if math.isfinite(h) else -1.0  # final step: σ_t = 0, h = ∞, exp(−h) − 1 = −1
-        if first:
-            out = (s_t / s_s) * x - a_t * em1 * x0
-        else:
-            a_p, s_p = self._alpha_sigma(i - 1)
-            r0 = (lam(a_s, s_s) - lam(a_p, s_p)) / h
-            d1 = (x0 - self.prev_x0) / r0
-            out = (s_t / s_s) * x - a_t * em1 * x0 - 0.5 * a_t * em1 * d1
-        self.prev_x0 = x0
-        return out.astype(x.dtype)

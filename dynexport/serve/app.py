@@ -159,7 +159,8 @@ def build_app(backends: dict[str, Backend], limits: Limits = Limits(), api_key: 
         check_prompt(req.prompt, limits)
         payload = req.model_dump(include={"prompt", "n", "steps", "seed", "guidance_scale"})
         out = await answer(backend, "images", payload)
-        return {"created": int(time.time()), "data": out["data"], "dynexport": {"steps": out["steps"]}}
+        return {"created": int(time.time()), "data": out["data"],
+                "dynexport": {"steps": out["steps"], "calls": out["calls"]}}
 
     @app.post("/v1/completions")
     async def completions(request: Request):

@@ -122,7 +122,7 @@ class ImageRequest(Strict):
     n: StrictInt = Field(1, ge=1)
     size: StrictStr | None = None  # "SxS"; must be the artifact's size when given
     response_format: Literal["b64_json"] = "b64_json"
-    steps: StrictInt | Literal["auto"] = "auto"
+    steps: StrictInt | Literal["auto", "adaptive", "stop", "skip", "combined"] = "auto"
     seed: StrictInt = Field(0, ge=0, lt=2**63)
     guidance_scale: Number | None = None
     user: StrictStr | None = None

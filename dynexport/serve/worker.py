@@ -149,7 +149,7 @@ class Worker:
 
     @guarded
     def images(self, req: dict) -> dict:
-        """req: {"prompt", "n", "steps", "seed", "guidance_scale"} → base64 PNGs and the steps used."""
+        """req: {"prompt", "n", "steps", "seed", "guidance_scale"} → base64 PNGs, the steps and UNet calls used."""
         from PIL import Image
         cfg = ImageConfig(seed=req["seed"], steps=req["steps"], guidance_scale=req.get("guidance_scale"))
         r = self.pipe.generate([req["prompt"]] * req["n"], cfg)
@@ -158,7 +158,7 @@ class Worker:
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG")
             pngs.append(base64.b64encode(buf.getvalue()).decode())
-        return {"data": [{"b64_json": p} for p in pngs], "steps": r.stats.steps}
+        return {"data": [{"b64_json": p} for p in pngs], "steps": r.stats.steps, "calls": r.stats.calls}
 
     def _prompt(self, req: dict) -> str:
         if req.get("messages") is None:
