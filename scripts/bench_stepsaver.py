@@ -225,8 +225,10 @@ def policies_of(m) -> dict:
         curve = m.step_control.calibration["searches"]["combined"]["curve"]
         top = max(p["ssim"] for p in curve)
         comb = min((p for p in curve if p["ssim"] >= top - 1e-3), key=lambda p: p["calls"])["value"]
-    return {f"stop-{m.step_control.stop['finish']}": InLoopStop(), "skip": AdaptiveSkip(),
-            "combined": CombinedSteps(tol=comb)}
+    from dynexport.runtime.stepcontrol import fill
+    pols = {f"stop-{m.step_control.stop['finish']}": InLoopStop(), "skip": AdaptiveSkip(),
+            "combined": CombinedSteps(tol=comb, margin=m.step_predictor.margin)}
+    return {k: fill(v, m.step_control.model_dump(), m.full_steps) for k, v in pols.items()}  # every field set
 
 
 def main() -> None:
