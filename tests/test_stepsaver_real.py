@@ -82,3 +82,20 @@ def test_real_predicted_steps_save_steps_and_keep_the_image(real, emoji):
     assert set(steps) <= set(pipe.manifest.step_predictor.counts)
     assert steps.mean() < pipe.manifest.full_steps / 2 and len(set(steps)) > 1, steps
     assert ssim(auto.images, full.images).mean() > 0.9
+
+
+def test_real_adaptive_steps_use_the_calibration(real, emoji):
+    """The committed calibration reaches the manifest; steps="adaptive" (AdaptiveSkip on val) makes under a
+    third of the full schedule's UNet calls on held-out prompts and stays close to the full image."""
+    from dynexport.metrics import ssim
+    pipe = real["pipe"]
+    ctl = pipe.manifest.step_control
+    assert ctl is not None and ctl.training["unet_sha256"] == pipe.manifest.source["unet_sha256"]
+    rows = emoji.split("test")[::20]
+    prompts = [emoji.captions[i] for i in rows]
+    full = pipe.generate(prompts, seed=7, steps=pipe.manifest.full_steps)
+    r = pipe.generate(prompts, seed=7, steps="adaptive")
+    calls = np.array(r.stats.calls)
+    assert r.stats.policy.startswith({"skip": "AdaptiveSkip", "stop": "InLoopStop", "combined": "Combined"}[ctl.default])
+    assert calls.mean() < pipe.manifest.full_steps / 3 and (calls <= np.array(r.stats.steps)).all(), calls
+    assert ssim(r.images, full.images).mean() > 0.93

@@ -304,6 +304,16 @@ def _check_positive(name: str, v) -> None:
         raise InputError(f"{name} must be a finite number > 0, got {v!r}")
 
 
+def _check_stop(p) -> None:
+    """The stop fields InLoopStop and CombinedSteps share: tol, finish, respace_steps, min_calls."""
+    _check_positive("tol", p.tol)
+    if p.finish is not None and p.finish not in FINISHES:
+        raise InputError(f"finish must be one of {', '.join(FINISHES)}, got {p.finish!r}")
+    _int_in("respace_steps", p.respace_steps, 1, 50)
+    if p.min_calls is not None:
+        _int_in("min_calls", p.min_calls, 1, 1000)
+
+
 def _check_steps(v) -> None:
     if v is not None:
         _int_in("steps", v, 1, 1000)
@@ -322,13 +332,8 @@ class InLoopStop:
     min_calls: int | None = None
 
     def __post_init__(self):
-        _check_positive("tol", self.tol)
+        _check_stop(self)
         _check_steps(self.steps)
-        if self.finish is not None and self.finish not in FINISHES:
-            raise InputError(f"finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
-        _int_in("respace_steps", self.respace_steps, 1, 50)
-        if self.min_calls is not None:
-            _int_in("min_calls", self.min_calls, 1, 1000)
 
 
 @dataclass(frozen=True)
@@ -363,12 +368,7 @@ class CombinedSteps:
     def __post_init__(self):
         if self.margin is not None:
             _check_margin(self.margin)
-        _check_positive("tol", self.tol)
-        _int_in("respace_steps", self.respace_steps, 1, 50)
-        if self.min_calls is not None:
-            _int_in("min_calls", self.min_calls, 1, 1000)
-        if self.finish is not None and self.finish not in FINISHES:
-            raise InputError(f"finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
+        _check_stop(self)
 
 
 StepPolicy = FixedSteps | PredictedSteps | InLoopStop | AdaptiveSkip | CombinedSteps
