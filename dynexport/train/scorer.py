@@ -82,17 +82,24 @@ def classify(model: ImageEncoder, images: np.ndarray, text: np.ndarray) -> np.nd
     return (embed_images(model, images) @ text.T).argmax(-1)
 
 
-def caption_scores(model: ImageEncoder, images: np.ndarray, text: np.ndarray, caption_idx: np.ndarray,
-                   fam_of: np.ndarray, families: np.ndarray) -> dict:
-    """How well the scorer recognises each image's own caption. images [N, S, S, 3] uint8; text [U, D]
-    every caption's embedding; caption_idx [N] the prompt's row of text; fam_of [U] each caption's family;
-    families [N] each prompt's family. caption_rank_pct: share of captions scored below the prompt's
-    own (0.5 = chance)."""
+def caption_hits(model: ImageEncoder, images: np.ndarray, text: np.ndarray, caption_idx: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Per image [N]: `pred` the best caption, `hit` whether it is the image's own, `rank_pct` the share of
+    captions scored below the own one (0.5 = chance), `own` the own caption's cosine. images [N, S, S, 3]
+    uint8; text [U, D] every caption's embedding; caption_idx [N] each image's row of text."""
     scores = embed_images(model, images) @ text.T  # [N, U] cosine of each image to every caption
     own = scores[np.arange(len(images)), caption_idx]
     pred = scores.argmax(-1)
-    return {"accuracy": float((pred == caption_idx).mean()), "family_accuracy": float((fam_of[pred] == families).mean()),
-            "caption_rank_pct": float((scores < own[:, None]).mean()), "match_score": float(own.mean())}
+    return {"pred": pred, "hit": pred == caption_idx, "rank_pct": (scores < own[:, None]).mean(1), "own": own}
+
+
+def caption_scores(model: ImageEncoder, images: np.ndarray, text: np.ndarray, caption_idx: np.ndarray,
+                   fam_of: np.ndarray, families: np.ndarray) -> dict:
+    """`caption_hits` averaged, plus the family accuracy; fam_of [U] each caption's family, families [N]
+    each prompt's family."""
+    h = caption_hits(model, images, text, caption_idx)
+    return {"accuracy": float(h["hit"].mean()), "family_accuracy": float((fam_of[h["pred"]] == families).mean()),
+            "caption_rank_pct": float(h["rank_pct"].mean()), "match_score": float(h["own"].mean())}
 
 
 def save_scorer(model: ImageEncoder, out: Path, info: dict) -> None:
