@@ -5,6 +5,7 @@ emoji? An equal-budget experiment → benchmarks/twemoji_experiment.json + .png
     python scripts/twemoji_experiment.py finetune --arm both
     python scripts/twemoji_experiment.py scorer                    # the two-style judge
     python scripts/twemoji_experiment.py eval
+    python scripts/twemoji_experiment.py guidance                  # how much the caption steers the image
 
 Arms: both start from the shipped UNet (dynexport/weights/stepsaver/openmoji-unet32) and train the same
 number of steps at the same batch, learning rate, schedule and seed; `openmoji` on the 4,019 OpenMoji
@@ -183,6 +184,32 @@ def plot_grid(grids: dict, path: Path) -> None:
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(path)
 
 
+def cmd_guidance(args) -> None:
+    """The shipped UNet under classifier-free guidance (DDIM 50, `preview`'s sampler): the judge's accuracy and
+    caption rank at each scale, and how much of the image the caption decides: the mean SSIM of two captions'
+    images from the same noise against one caption's images from two noises."""
+    from dynexport.metrics import ssim
+    from dynexport.train.diffusion import preview
+    torch.set_num_threads(args.threads)
+    data = load_emoji(32)
+    scorer = load_scorer(work_dir() / "scorer")
+    text = caption_embeddings(list(data.captions)).numpy()  # [U, D]
+    rows = prompt_rows(data, "train", args.prompts)
+    unet, ucfg = load_unet(BASE)
+    out = {"prompts": len(rows), "sampler": "DDIM 50 (trailing), one noise batch per seed", "scales": {}}
+    emb = torch.from_numpy(text[rows])  # [N, D]
+    for g in args.scales:
+        a, b = (preview(unet, ucfg, emb, guidance=g, seed=s) for s in (0, 1))  # row i: caption i, noise i of seed s
+        c = preview(unet, ucfg, emb.roll(1, 0), guidance=g, seed=0)  # row i: caption i - 1, noise i of seed 0
+        out["scales"][str(g)] = {**{k: v for k, v in judge(scorer, a, rows, text, np.array(data.families)).items()
+                                    if not k.startswith("_")},
+                                 "ssim_same_caption_other_noise": float(ssim(a, b).mean()),
+                                 "ssim_same_noise_other_caption": float(ssim(a, c).mean()),
+                                 "ssim_other_caption_other_noise": float(ssim(a, np.roll(b, 1, 0)).mean())}
+        print(g, out["scales"][str(g)], flush=True)
+    write_json(args.out, {"env": environment(ROOT), **out})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,10 +225,14 @@ def main() -> None:
     ev.add_argument("--train-prompts", type=int, default=406)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "twemoji_experiment.json")
-    for p in (ft, sc, ev):
+    gd = sub.add_parser("guidance")
+    gd.add_argument("--prompts", type=int, default=128)
+    gd.add_argument("--scales", type=float, nargs="+", default=[1.0, 3.0, 6.0])
+    gd.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "twemoji_guidance.json")
+    for p in (ft, sc, ev, gd):
         p.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    {"finetune": cmd_finetune, "scorer": cmd_scorer, "eval": cmd_eval}[args.cmd](args)
+    {"finetune": cmd_finetune, "scorer": cmd_scorer, "eval": cmd_eval, "guidance": cmd_guidance}[args.cmd](args)
 
 
 if __name__ == "__main__":
