@@ -25,6 +25,11 @@ class IntegrityError(ManifestError):
     """A file of an artifact is missing or its sha256 differs from the manifest (tampered or corrupt)."""
 
 
+class GraphError(ManifestError):
+    """A graph or tokenizer file of an artifact cannot be loaded or run by its backend (corrupt, or changed
+    and re-hashed: the sha256 check passes, the backend refuses it)."""
+
+
 class InputError(DynexportError, ValueError):
     """Bad runtime input: empty text, wrong type, unsupported backend or policy (a ValueError too, so
     config validation inside pydantic models reports it as a field error)."""
@@ -32,3 +37,12 @@ class InputError(DynexportError, ValueError):
 
 class UsageError(DynexportError):
     """A command-line flag is wrong or does not fit the artifact (the CLI prints one line, exit 2)."""
+
+
+
+def brief(e: BaseException, limit: int = 300) -> str:
+    """One line of a library's exception for a one-line error: its first non-empty line that is not one of
+    OpenVINO's source-location frames ("Exception from src/…", "Check '…' failed at …"), cut to `limit`."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    told = [ln for ln in lines if not ln.startswith(("Exception from src/", "Check '"))] or lines
+    return told[0][:limit] if told else type(e).__name__

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from dynexport.errors import IntegrityError, ManifestError
-from dynexport.manifest import read_manifest, safe_path
+from dynexport.errors import GraphError, IntegrityError, ManifestError
+from dynexport.manifest import read_manifest, safe_path, write_manifest
 from dynexport.runtime import load
 
 
@@ -39,6 +39,18 @@ def test_tampered_graph_is_rejected(copy):
         f.write(bytes([b[0] ^ 1]))
     with pytest.raises(IntegrityError, match="seg1.bin.*sha256"):
         load(copy)
+
+
+@pytest.mark.parametrize("rel,backend", [("seg1.xml", "openvino"), ("seg1.bin", "openvino"),
+                                         ("seg1.onnx", "onnxruntime"), ("tokenizer/tokenizer.json", "openvino")])
+def test_a_rehashed_corrupt_file_is_a_graph_error(copy, rel, backend):
+    """Cut in half and re-hashed (so the sha256 check passes): the backend's refusal is a GraphError naming
+    the file, not OpenVINO's RuntimeError, onnxruntime's InvalidProtobuf or tokenizers' bare Exception."""
+    path = copy / rel
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    write_manifest(copy, read_manifest(copy, verify=False))
+    with pytest.raises(GraphError, match=path.name):
+        load(copy, backend=backend).run(["a good day", "bad"])
 
 
 def test_missing_segment_is_rejected(copy):

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from ..errors import InputError
 from ..manifest import EagleManifest
@@ -41,6 +40,7 @@ from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer
 from .kv import EXACT_ROLLBACK, LMSession, target_cpu_config
 from .policies import AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, pick, recursive_reject, sample, softmax, warp
+from .text import load_tokenizer
 
 
 @dataclass
@@ -79,7 +79,7 @@ class EaglePipeline:
     def __init__(self, root: Path, manifest: EagleManifest, backend: str, device: str = "CPU",
                  threads: int | None = None):
         self.manifest = manifest
-        self.tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer.file))
+        self.tokenizer = load_tokenizer(root / manifest.tokenizer.file)
         self.target = LMSession(root, manifest.target, backend, device, threads, compact_after=EXACT_ROLLBACK,
                                 cpu_config=target_cpu_config(manifest))
         self.head = LMSession(root, manifest.head, backend, device, threads)

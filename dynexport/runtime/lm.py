@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from ..errors import InputError
 from ..manifest import LMManifest
 from .batch import BatchLM
 from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer, generate, pick_next
 from .kv import LMSession
+from .text import load_tokenizer
 
 
 class LMPipeline:
@@ -22,7 +22,7 @@ class LMPipeline:
                  threads: int | None = None):
         self.root, self.manifest, self.backend = root, manifest, backend
         self._where = (device, threads)
-        self.tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer.file))
+        self.tokenizer = load_tokenizer(root / manifest.tokenizer.file)
         self._session: LMSession | None = None
         self._batch: BatchLM | None = None
 

@@ -19,7 +19,6 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from ..errors import InputError
 from ..manifest import SpeculativeManifest
@@ -28,13 +27,14 @@ from .generation import Decoder, GenerationConfig, GenResult, GenStats, Streamer
 from .kv import EXACT_ROLLBACK, LMSession, target_cpu_config
 from .policies import FALLBACK_COSTS, AcceptanceEstimate, AdaptiveDraft, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, accept_or_resample, sample, warp
+from .text import load_tokenizer
 
 
 class SpeculativePipeline:
     def __init__(self, root: Path, manifest: SpeculativeManifest, backend: str, device: str = "CPU",
                  threads: int | None = None):
         self.manifest, self.backend = manifest, backend
-        self.tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer.file))
+        self.tokenizer = load_tokenizer(root / manifest.tokenizer.file)
         self.target = LMSession(root, manifest.target, backend, device, threads, compact_after=EXACT_ROLLBACK,
                                 cpu_config=target_cpu_config(manifest))
         self.draft = LMSession(root, manifest.draft, backend, device, threads)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..errors import InputError
+from ..errors import GraphError, InputError, brief
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,20 @@ class Batch:
     truncated: tuple[bool, ...]  # per text: longer than max_length, cut
 
 
+def load_tokenizer(path: Path) -> Tokenizer:
+    """A tokenizer.json the `tokenizers` library accepts; anything else (corrupt, truncated) is a GraphError."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+        raise GraphError(f"{Path(path).parent.name}/{Path(path).name} is not a tokenizer the `tokenizers` library "
+                         f"can read ({brief(e)})") from e
+
+
 class TextEncoder:
     def __init__(self, tokenizer_json: Path, max_length: int, pad_id: int):
         self.max_length = max_length
         self.pad_id = pad_id
-        self._tok = Tokenizer.from_file(str(tokenizer_json))
+        self._tok = load_tokenizer(tokenizer_json)
         self._tok.no_padding()
         self._tok.enable_truncation(max_length)
 
