@@ -53,6 +53,25 @@ def test_a_rehashed_corrupt_file_is_a_graph_error(copy, rel, backend):
         load(copy, backend=backend).run(["a good day", "bad"])
 
 
+def test_a_tokenizer_that_panics_is_a_graph_error(copy):
+    """A re-hashed tokenizer.json whose post-processor names a special token it no longer defines makes the
+    Rust tokenizer panic (pyo3's PanicException, a BaseException): found by the fuzzer, now refused at load."""
+    tok = copy / "tokenizer" / "tokenizer.json"
+    t = json.loads(tok.read_text())
+    del t["post_processor"]["special_tokens"]["[CLS]"]
+    tok.write_text(json.dumps(t))
+    write_manifest(copy, read_manifest(copy, verify=False))
+    with pytest.raises(GraphError, match="tokenizer.json: the tokenizer failed"):
+        load(copy)
+
+
+def test_labels_that_do_not_fit_the_heads_are_refused(copy):
+    """A manifest edited to list more labels than the exit heads have classes: was a numpy broadcast error."""
+    _edit(copy, lambda m: m["labels"].append("extra"))
+    with pytest.raises(ManifestError, match="manifest lists 4 labels"):
+        load(copy).run(["a good day"])
+
+
 def test_missing_segment_is_rejected(copy):
     os.remove(copy / "seg2.onnx")
     with pytest.raises(IntegrityError, match="seg2.onnx.*missing"):

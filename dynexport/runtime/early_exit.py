@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from ..errors import GraphError, InputError, ManifestError
 from ..manifest import EarlyExitManifest
 from .config import resolve
 from .graph import Graph
@@ -134,6 +134,7 @@ class EarlyExitPipeline:
             stats.segment_calls[i] += 1
             stats.segment_samples[i] += len(idx)
             hidden, logits = out["hidden_states_out"], out["logits"]  # [b, seq, hidden], [b, classes]
+            check_logits(graph.path.name, logits, acc.logits.shape[-1])
             if acc.all_logits is not None:
                 acc.all_logits[i][idx] = logits
             if i == last:  # the final head decides for everyone left
@@ -149,6 +150,15 @@ class EarlyExitPipeline:
             idx, hidden, mask, carry = idx[keep], hidden[keep], mask[keep], carry[keep]
             seq = int(mask.sum(1).max())  # trailing padding no remaining sample needs
             x, mask = np.ascontiguousarray(hidden[:, :seq]), np.ascontiguousarray(mask[:, :seq])
+
+
+def check_logits(name: str, logits: np.ndarray, classes: int) -> None:
+    """A segment's logits [b, classes] fit the manifest's labels and are finite (a damaged graph whose file
+    was re-hashed can compile and still compute NaN)."""
+    if logits.ndim != 2 or logits.shape[-1] != classes:
+        raise ManifestError(f"{name} outputs logits of shape {list(logits.shape)}; the manifest lists {classes} labels")
+    if not np.isfinite(logits).all():
+        raise GraphError(f"{name} computed non-finite logits: the graph file is damaged; re-export the artifact")
 
 
 def rule_policy(kind: str, thresholds: list[float], weights: list[list[float]] | None = None) -> Policy:

@@ -20,6 +20,7 @@ from ..errors import InputError
 from .config import resolve
 from .policies import AdaptiveDraft, DraftPolicy, FixedDraft, TreeCfg
 from .sampling import SamplingCfg, pick
+from .text import tokenized
 
 Streamer = Callable[[str], "bool | None"]  # gets each new piece of text; returning True stops generation
 
@@ -228,7 +229,7 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
         raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
         raise InputError("prompt is empty")
-    return tokenizer.encode(prompt, add_special_tokens=False).ids
+    return tokenized("tokenizer.json", lambda: tokenizer.encode(prompt, add_special_tokens=False).ids)
 
 
 def check_context(prompt_tokens: int, max_new_tokens: int, limit: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..errors import GraphError, InputError, brief
+from ..errors import DynexportError, GraphError, InputError, brief
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,31 @@ class Batch:
     truncated: tuple[bool, ...]  # per text: longer than max_length, cut
 
 
+PROBE = "Hello, world! 1 2 3 déjà vu — 東京 🍎"
+
+
 def load_tokenizer(path: Path) -> Tokenizer:
-    """A tokenizer.json the `tokenizers` library accepts; anything else (corrupt, truncated) is a GraphError."""
+    """A tokenizer.json the `tokenizers` library reads and that encodes and decodes a probe text; anything
+    else (corrupt, truncated, changed and re-hashed) is a GraphError."""
+    name = f"{Path(path).parent.name}/{Path(path).name}"
     try:
-        return Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
-        raise GraphError(f"{Path(path).parent.name}/{Path(path).name} is not a tokenizer the `tokenizers` library "
-                         f"can read ({brief(e)})") from e
+        raise GraphError(f"{name} is not a tokenizer the `tokenizers` library can read ({brief(e)})") from e
+    tokenized(name, lambda: tok.decode(tok.encode(PROBE).ids))
+    return tok
+
+
+def tokenized(name: str, fn):
+    """fn() of a tokenizer call; the Rust panic a damaged vocabulary causes (pyo3's PanicException, a
+    BaseException, not an Exception) is a GraphError naming the tokenizer."""
+    try:
+        return fn()
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, DynexportError):
+        raise
+    except BaseException as e:  # PanicException cannot be imported by name: pyo3 makes it at run time
+        raise GraphError(f"{name}: the tokenizer failed ({type(e).__name__}: {brief(e)}); the file is damaged, "
+                         "re-export the artifact") from e
 
 
 class TextEncoder:
@@ -42,7 +60,7 @@ class TextEncoder:
 
     def __call__(self, texts: list[str]) -> Batch:
         check_texts(texts)
-        encs = self._tok.encode_batch(list(texts))
+        encs = tokenized("tokenizer.json", lambda: self._tok.encode_batch(list(texts)))
         seq = max(len(e.ids) for e in encs)
         ids = np.full((len(encs), seq), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(encs), seq), dtype=np.int64)
