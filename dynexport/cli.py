@@ -640,14 +640,15 @@ def _ours(filename: str) -> bool:
     return Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
-def main() -> None:
-    """Entry point: runs the command; warnings are printed at the end; mistakes are one line, exit 2."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the command (argv: the arguments, default sys.argv[1:]); warnings are printed at the
+    end; mistakes are one line, exit 2."""
     import click
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             try:
-                app(standalone_mode=False)
+                app(args=argv, standalone_mode=False)
             finally:
                 _show(caught)
     except DynexportError as e:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dynexport.bench.fuzz import artifact_surfaces, is_defect, mutate, run_surface
+from dynexport.bench.fuzz import artifact_surfaces, cli_surface, is_defect, mutate, run_surface
 
 TRIES = int(os.environ.get("DYNEXPORT_FUZZ_TRIES", "40"))
 
@@ -23,6 +23,11 @@ def test_no_try_is_unhandled(surfaces, name):
     assert not [k for k in counts if is_defect(k)], counts
     if name == "tampered":
         assert set(counts) == {"detected"}, counts
+
+
+def test_cli_tries_exit_0_or_2_with_one_line(bert_artifact, tmp_path):
+    counts = run_surface(cli_surface(bert_artifact[0], tmp_path), max(TRIES // 2, 10))
+    assert not [k for k in counts if is_defect(k)], counts
 
 
 def test_mutate_edits_a_copy():

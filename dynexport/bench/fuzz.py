@@ -12,6 +12,7 @@ Surfaces on an early-exit artifact (`artifact_surfaces(dir)`; the dir is copied 
   runtime must refuse it or answer, never crash; an answer must still be well-formed.
 - `texts`: `pipe.run` inputs — unicode with control characters and lone surrogates, 1 MB texts, empty and
   wrong-typed lists, NaN / inf / out-of-range policy parameters, large batches.
+And `cli_surface(dir, work)`: `dynexport <command> <args>` in a subprocess with hostile flags and values.
 """
 
 from __future__ import annotations
@@ -189,6 +190,46 @@ def artifact_surfaces(artifact: Path, work: Path | None = None) -> list[Surface]
             Surface("tampered", st.tuples(*damage_args), tampered_try),
             Surface("rehashed", st.tuples(*damage_args, st.sampled_from(["openvino", "onnxruntime"])), rehashed_try),
             Surface("texts", st.tuples(texts, threshold, overrides), texts_try)]
+
+
+COMMANDS = ["classify", "evaluate", "generate", "calibrate", "solve", "imagine", "pack", "unpack", "inspect", "export",
+            "--help", ""]
+FLAGS = ["--backend", "--device", "--policy", "--threshold", "--patience", "--batch-size", "--split", "--steps",
+         "--max-new-tokens", "--temperature", "--seed", "--strategy", "--tol", "--out", "--overwrite", "--help",
+         "--weight-format", "--quant-mode", "-m", "--bogus"]
+ARG_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)  # argv: no NUL
+
+
+def cli_surface(artifact: Path, work: Path, timeout_s: float = 120.0) -> Surface:
+    """`dynexport <command> <args>` in a subprocess: exit 0, or exit 2 with one `error:` line, no traceback;
+    `export` only ever gets a model path that does not exist (a real one would start a long export)."""
+    import subprocess
+    import sys
+    paths = [str(artifact), str(work / "out.tar.gz"), str(work / "unpacked"), "/nonexistent", "..", "/", "",
+             str(artifact / "manifest.json")]
+    value = st.one_of(st.sampled_from(paths), ARG_TEXT, st.floats().map(str), st.integers(-5, 10 ** 12).map(str),
+                      st.sampled_from(["nan", "inf", "-1", "0", "openvino", "onnxruntime", "int8", "auto", "full"]))
+    args = st.lists(st.one_of(value, st.sampled_from(FLAGS)), max_size=6)
+
+    def attempt(drawn) -> str:
+        command, rest = drawn
+        argv = [c for c in command.split(" ") if c] + rest
+        if "export" in argv[:1]:
+            argv = ["export", "early-exit", "-m", str(work / "no-such-model"), str(work / "export-out"), *rest]
+        elif command == "classify ARTIFACT":  # a valid call, then random flags and values
+            argv = ["classify", str(artifact), "a good day", *rest]
+        try:
+            r = subprocess.run([sys.executable, "-m", "dynexport", *argv], capture_output=True, text=True,
+                               timeout=timeout_s, cwd=work, errors="replace")
+        except subprocess.TimeoutExpired:
+            return "unhandled: hang"
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        if "Traceback" in r.stderr or r.returncode not in (0, 2) or (r.returncode == 2 and len(errors) != 1):
+            tail = (r.stderr.strip().splitlines() or [""])[-1][:120]
+            return f"unhandled: exit {r.returncode}: {tail}"
+        return "ok" if r.returncode == 0 else "refused: exit 2"
+
+    return Surface("cli", st.tuples(st.sampled_from(COMMANDS + ["classify ARTIFACT"] * 4), args), attempt)
 
 
 def is_defect(name: str) -> bool:
