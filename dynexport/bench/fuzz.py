@@ -96,7 +96,7 @@ def mutate(doc: dict, edits: list[tuple[int, str, Any]]) -> dict:
         if op == "set":
             container[key] = value
         elif op == "delete":
-            container.pop(key) if isinstance(container, dict) else container.pop(key)
+            container.pop(key)
         else:
             target = container[key] if isinstance(container[key], dict) else doc
             target[f"extra_{pick % 7}"] = value
@@ -105,6 +105,18 @@ def mutate(doc: dict, edits: list[tuple[int, str, Any]]) -> dict:
 
 EDITS = st.lists(st.tuples(st.integers(0, 10 ** 6), st.sampled_from(["set", "delete", "add"]), HOSTILE), min_size=1,
                  max_size=4)
+
+
+DAMAGE = (st.integers(0, 10 ** 9), st.booleans(), st.lists(st.integers(0, 10 ** 9), min_size=1, max_size=8))
+TEXTS = st.one_of(st.lists(TEXT, max_size=6), st.lists(TEXT, min_size=1, max_size=200), st.just(["x" * 1_000_000]),
+                  st.just([]), st.just("one string, not a list"),
+                  st.lists(st.one_of(st.none(), st.integers(), st.binary(max_size=8), TEXT), min_size=1, max_size=4))
+THRESHOLD = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
+                      st.lists(st.floats(0, 3), max_size=3).map(tuple))
+OVERRIDES = st.fixed_dictionaries({}, optional={
+    "batch_size": st.one_of(st.integers(-2, 10 ** 6), st.floats(), st.booleans(), st.none()),
+    "sort_by_length": st.one_of(st.booleans(), st.integers(0, 2), st.none()),
+    "policy": st.one_of(st.sampled_from(["entropy", "patience", "learned", "full", "nope", ""]), st.integers())})
 
 
 def well_formed(labels: set[str], n: int) -> Callable[[Any], None]:
@@ -150,8 +162,8 @@ def artifact_surfaces(artifact: Path, work: Path | None = None) -> list[Surface]
         if cut or not data:
             data = data[: pick % max(len(data), 1)]
         else:
-            odd = {b for b in Counter((f % len(data), f % 8) for f in flips).items() if b[1] % 2}
-            for (pos, bit), _ in odd or {((flips[0] % len(data), flips[0] % 8), 1)}:
+            odd = [k for k, c in Counter((f % len(data), f % 8) for f in flips).items() if c % 2]
+            for pos, bit in odd or [(flips[0] % len(data), flips[0] % 8)]:
                 data[pos] ^= 1 << bit
         path.write_bytes(bytes(data))
 
@@ -171,25 +183,16 @@ def artifact_surfaces(artifact: Path, work: Path | None = None) -> list[Surface]
 
     def texts_try(args) -> str:
         texts, threshold, overrides = args
+
         def call():
             config = None if threshold is None else EntropyPolicy(threshold=threshold)
             return pipe.run(texts, config, **overrides)
         return outcome(call, well_formed(labels, len(texts)) if isinstance(texts, list) else lambda r: None)
 
-    damage_args = (st.integers(0, 10 ** 9), st.booleans(), st.lists(st.integers(0, 10 ** 9), min_size=1, max_size=8))
-    texts = st.one_of(st.lists(TEXT, max_size=6), st.lists(TEXT, min_size=1, max_size=200),
-                      st.just(["x" * 1_000_000]), st.just([]), st.just("one string, not a list"),
-                      st.lists(st.one_of(st.none(), st.integers(), st.binary(max_size=8), TEXT), min_size=1, max_size=4))
-    threshold = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
-                          st.lists(st.floats(0, 3), max_size=3).map(tuple))
-    overrides = st.fixed_dictionaries({}, optional={
-        "batch_size": st.one_of(st.integers(-2, 10 ** 6), st.floats(), st.booleans(), st.none()),
-        "sort_by_length": st.one_of(st.booleans(), st.integers(0, 2), st.none()),
-        "policy": st.one_of(st.sampled_from(["entropy", "patience", "learned", "full", "nope", ""]), st.integers())})
     return [Surface("manifest", EDITS, manifest_try),
-            Surface("tampered", st.tuples(*damage_args), tampered_try),
-            Surface("rehashed", st.tuples(*damage_args, st.sampled_from(["openvino", "onnxruntime"])), rehashed_try),
-            Surface("texts", st.tuples(texts, threshold, overrides), texts_try)]
+            Surface("tampered", st.tuples(*DAMAGE), tampered_try),
+            Surface("rehashed", st.tuples(*DAMAGE, st.sampled_from(["openvino", "onnxruntime"])), rehashed_try),
+            Surface("texts", st.tuples(TEXTS, THRESHOLD, OVERRIDES), texts_try)]
 
 
 COMMANDS = ["classify", "evaluate", "generate", "calibrate", "solve", "imagine", "pack", "unpack", "inspect", "export",
