@@ -39,7 +39,6 @@ class UsageError(DynexportError):
     """A command-line flag is wrong or does not fit the artifact (the CLI prints one line, exit 2)."""
 
 
-
 def brief(e: BaseException, limit: int = 300) -> str:
     """One line of a library's exception for a one-line error: its first non-empty line that is not one of
     OpenVINO's source-location frames ("Exception from src/…", "Check '…' failed at …"), cut to `limit`."""
